@@ -1,0 +1,19 @@
+//! coupa-gateway: an authenticating reverse proxy that lets integrations written for Coupa's
+//! retired `X-COUPA-API-KEY` keep working against the OAuth 2.0 client-credentials API.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library; tests, the demo and the benches
+//! drive the same code through [`server::Gateway`] and [`mock::MockCoupa`].
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod mock;
+pub mod proxy;
+pub mod route;
+pub mod runtime;
+pub mod server;
+pub mod tls;
+pub mod token;
