@@ -1,15 +1,19 @@
 //! `proxy.toml`: raw serde types (`deny_unknown_fields`) validated into [`Config`].
 //!
-//! INTERFACE SKETCH — the validated types below are what the rest of the crate codes against.
-//! The parsing/validation half is being written separately.
+//! Parsing happens in two steps: serde/toml checks the shape (unknown keys, types), then one
+//! validation pass checks values and cross-references and collects every problem, so a user
+//! fixes a broken file in one round trip instead of one error at a time.
 
 use std::collections::BTreeMap;
+use std::fmt::{Display, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Uri;
 use secrecy::SecretString;
+use serde::Deserialize;
 
 /// A fully validated configuration. Every reference between sections has been resolved.
 #[derive(Debug, Clone)]
@@ -103,4 +107,1547 @@ pub struct Route {
     pub client: String,
     /// `timeout`, default `server.request_timeout`.
     pub timeout: Duration,
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", render_problems(.file.as_deref(), .problems))]
+pub struct ConfigError {
+    /// The file the configuration was read from, when known.
+    pub file: Option<PathBuf>,
+    /// One message per problem, each starting with the key path it is about. Never contains a
+    /// secret.
+    pub problems: Vec<String>,
+}
+
+fn render_problems(file: Option<&Path>, problems: &[String]) -> String {
+    let prefix = file
+        .map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default();
+    let lines: Vec<String> = problems.iter().map(|p| format!("{prefix}{p}")).collect();
+    lines.join("\n")
+}
+
+impl Config {
+    /// Reads and validates `path`. `${VAR}` references are resolved from the process
+    /// environment and a relative `client_secret_file` from the directory holding `path`.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let with_file = |mut e: ConfigError| {
+            e.file = Some(path.to_path_buf());
+            e
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            with_file(ConfigError {
+                file: None,
+                problems: vec![format!("cannot read the configuration file: {e}")],
+            })
+        })?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        let env = |name: &str| std::env::var(name).ok();
+        let mut config = Config::parse(&text, &env, base_dir).map_err(with_file)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates `text`. `env` resolves `${VAR}` references (injected so tests need
+    /// not touch the process environment); a relative `client_secret_file` is read from
+    /// `base_dir`. `source` is left `None`.
+    pub fn parse(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        base_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: None,
+            problems: vec![toml_problem(text, &e)],
+        })?;
+        let mut v = Validator {
+            env,
+            base_dir,
+            problems: Vec::new(),
+        };
+        let config = v.config(&raw);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: None,
+                problems: v.problems,
+            })
+        }
+    }
+
+    /// A routing table for humans (`coupa-gateway check`): one aligned line per route. Shows
+    /// no secrets.
+    pub fn describe_routes(&self) -> String {
+        let rows: Vec<(String, String, String)> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let from = match r.prefix.as_str() {
+                    "/" => "/...".to_owned(),
+                    p => format!("{p}/..."),
+                };
+                let to = self
+                    .instances
+                    .get(&r.instance)
+                    .map(|i| format!("{}/...", base_url(i)))
+                    .unwrap_or_default();
+                let scopes = self
+                    .clients
+                    .get(&r.client)
+                    .map(|c| c.scopes.join(" "))
+                    .unwrap_or_default();
+                let details = format!(
+                    "(instance {}, client {}, timeout {}, scopes {scopes})",
+                    r.instance,
+                    r.client,
+                    humantime::format_duration(r.timeout)
+                );
+                (from, to, details)
+            })
+            .collect();
+        let from_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        let to_w = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (from, to, details) in rows {
+            let _ = writeln!(out, "{from:from_w$}  ->  {to:to_w$}  {details}");
+        }
+        out
+    }
+}
+
+/// `{scheme}://{authority}{base_path}`: what a route's remaining path is appended to.
+fn base_url(instance: &Instance) -> String {
+    let scheme = instance.url.scheme_str().unwrap_or("https");
+    let authority = instance.url.authority().map_or("", |a| a.as_str());
+    format!("{scheme}://{authority}{}", instance.base_path)
+}
+
+/// Keeps the toml crate's message and position but not its source excerpt: the offending
+/// line may hold a literal `client_secret` (a typo in the key name is the likely case).
+fn toml_problem(text: &str, err: &toml::de::Error) -> String {
+    // Without input, the toml error renders its message plus the key path ("in `a.b`").
+    let mut bare = err.clone();
+    bare.set_input(None);
+    let message = bare.to_string().trim_end().replace('\n', "; ");
+    match err.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+// Raw TOML shape. No `Debug` derive on purpose: `RawClient` holds the secret as a plain String.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    instances: BTreeMap<String, RawInstance>,
+    #[serde(default)]
+    clients: BTreeMap<String, RawClient>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    request_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    connect_timeout: Option<String>,
+    pool_idle_timeout: Option<String>,
+    pool_max_idle_per_host: Option<usize>,
+}
+
+// Required keys are `Option` too so that a missing one is reported with its key path alongside
+// every other problem, rather than aborting deserialisation.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    url: Option<String>,
+    token_url: Option<String>,
+    token_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    instance: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<String>,
+    scopes: Option<Vec<String>>,
+    refresh_after: Option<String>,
+    token_warmup: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Option<String>,
+    instance: Option<String>,
+    client: Option<String>,
+    timeout: Option<String>,
+}
+
+const EXAMPLE_URL: &str = "https://acme.coupahost.com";
+const DURATION_HINT: &str = r#"use forms like "20h", "90m", "5s""#;
+const SCOPES_HINT: &str = "list each scope as its own string, \
+    e.g. scopes = [\"core.invoice.read\", \"core.supplier.read\"]";
+
+/// One validation pass. Invalid values are replaced by placeholders so checking can go on;
+/// the resulting `Config` is discarded whenever `problems` is non-empty.
+struct Validator<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base_dir: &'a Path,
+    problems: Vec<String>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, key: impl Display, message: impl Display) {
+        self.problems.push(format!("{key}: {message}"));
+    }
+
+    fn check<T>(&mut self, key: &str, result: Result<T, String>) -> Option<T> {
+        result.map_err(|m| self.problem(key, m)).ok()
+    }
+
+    fn required<'r>(
+        &mut self,
+        key: &str,
+        value: &'r Option<String>,
+        hint: &str,
+    ) -> Option<&'r str> {
+        if value.is_none() {
+            self.problem(key, format!("missing; add {hint}"));
+        }
+        value.as_deref()
+    }
+
+    fn listen(&mut self, key: &str, raw: Option<&str>, default: SocketAddr) -> SocketAddr {
+        let Some(raw) = raw else { return default };
+        let parsed = raw.parse().map_err(|_| {
+            format!(r#"{raw:?} is not a socket address; use IP:PORT such as "{default}""#)
+        });
+        self.check(key, parsed).unwrap_or(default)
+    }
+
+    /// Parses a duration that may be zero.
+    fn duration(&mut self, key: &str, raw: Option<&str>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        let parsed = humantime::parse_duration(raw)
+            .map_err(|_| format!("{raw:?} is not a duration; {DURATION_HINT}"));
+        self.check(key, parsed).unwrap_or(default)
+    }
+
+    /// Parses a duration that must be positive (timeouts, refresh intervals).
+    fn positive(&mut self, key: &str, raw: Option<&str>, default: Duration) -> Duration {
+        let d = self.duration(key, raw, default);
+        if d.is_zero() {
+            self.problem(
+                key,
+                format!("{:?} must be greater than zero", raw.unwrap_or("0s")),
+            );
+            return default;
+        }
+        d
+    }
+
+    fn expand(&mut self, key: &str, raw: &str, unset_hint: &str) -> Option<String> {
+        let expanded = expand_vars(raw, self.env, unset_hint);
+        self.check(key, expanded)
+    }
+
+    fn config(&mut self, raw: &RawConfig) -> Config {
+        let server = Server {
+            listen: self.listen(
+                "server.listen",
+                raw.server.listen.as_deref(),
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            ),
+            request_timeout: self.positive(
+                "server.request_timeout",
+                raw.server.request_timeout.as_deref(),
+                Duration::from_secs(120),
+            ),
+        };
+        let admin = Admin {
+            listen: self.listen(
+                "admin.listen",
+                raw.admin.listen.as_deref(),
+                SocketAddr::from(([127, 0, 0, 1], 9090)),
+            ),
+        };
+        let upstream = Upstream {
+            connect_timeout: self.positive(
+                "upstream.connect_timeout",
+                raw.upstream.connect_timeout.as_deref(),
+                Duration::from_secs(5),
+            ),
+            pool_idle_timeout: self.positive(
+                "upstream.pool_idle_timeout",
+                raw.upstream.pool_idle_timeout.as_deref(),
+                Duration::from_secs(50),
+            ),
+            pool_max_idle_per_host: raw.upstream.pool_max_idle_per_host.unwrap_or(64),
+        };
+        let instances = raw
+            .instances
+            .iter()
+            .map(|(name, i)| (name.clone(), Arc::new(self.instance(name, i))))
+            .collect();
+        let clients = raw
+            .clients
+            .iter()
+            .map(|(name, c)| (name.clone(), Arc::new(self.client(name, c, raw))))
+            .collect();
+        if raw.routes.is_empty() {
+            let hint = "no routes defined; \
+                add a [[routes]] table with prefix = \"/NAME\" and instance = \"NAME\"";
+            self.problem("routes", hint);
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            let route = self.route(i, r, raw, server.request_timeout);
+            // An invalid prefix is left empty; it was reported already.
+            let earlier = routes.iter().position(|o| o.prefix == route.prefix);
+            if let (false, Some(j)) = (route.prefix.is_empty(), earlier) {
+                let written = r.prefix.as_deref().unwrap_or_default();
+                let shown = if written == route.prefix {
+                    format!("{written:?}")
+                } else {
+                    format!("{written:?} (same as {:?})", route.prefix)
+                };
+                self.problem(
+                    format!("routes[{i}].prefix"),
+                    format!("{shown} is already used by routes[{j}]; prefixes must be unique"),
+                );
+            }
+            routes.push(route);
+        }
+        Config {
+            server,
+            admin,
+            upstream,
+            instances,
+            clients,
+            routes,
+            source: None,
+        }
+    }
+
+    fn instance(&mut self, name: &str, raw: &RawInstance) -> Instance {
+        let key = format!("instances.{name}");
+        self.name(&key, name);
+        let hint = "export it or write the value directly";
+        let url_key = format!("{key}.url");
+        let (url, base_path) = self
+            .required(&url_key, &raw.url, &format!(r#"url = "{EXAMPLE_URL}""#))
+            .and_then(|u| self.expand(&url_key, u, hint))
+            .and_then(|u| self.check(&url_key, base_url_parts(&u)))
+            .unwrap_or_default();
+        let token_url_key = format!("{key}.token_url");
+        let token_url = match &raw.token_url {
+            Some(t) => self
+                .expand(&token_url_key, t, hint)
+                .and_then(|t| {
+                    self.check(
+                        &token_url_key,
+                        http_url(&t, &format!("{EXAMPLE_URL}/oauth2/token")).map(|_| t),
+                    )
+                })
+                .unwrap_or_default(),
+            None => format!(
+                "{}://{}{base_path}/oauth2/token",
+                url.scheme_str().unwrap_or("https"),
+                url.authority().map_or("", |a| a.as_str())
+            ),
+        };
+        Instance {
+            name: name.to_owned(),
+            url,
+            base_path,
+            token_url,
+            token_timeout: self.positive(
+                &format!("{key}.token_timeout"),
+                raw.token_timeout.as_deref(),
+                Duration::from_secs(10),
+            ),
+        }
+    }
+
+    fn client(&mut self, name: &str, raw: &RawClient, all: &RawConfig) -> Client {
+        let key = format!("clients.{name}");
+        self.name(&key, name);
+        let instance_key = format!("{key}.instance");
+        let instance = self
+            .required(
+                &instance_key,
+                &raw.instance,
+                r#"instance = "NAME" naming an [instances.NAME] table"#,
+            )
+            .unwrap_or_default()
+            .to_owned();
+        if raw.instance.is_some() && !all.instances.contains_key(&instance) {
+            self.problem(
+                &instance_key,
+                unknown("instance", &instance, all.instances.keys()),
+            );
+        }
+        let id_key = format!("{key}.client_id");
+        let client_id = self
+            .required(
+                &id_key,
+                &raw.client_id,
+                r#"client_id = "..." from the client's page in Coupa"#,
+            )
+            .and_then(|id| self.expand(&id_key, id, "export it or write the value directly"))
+            .and_then(|id| {
+                self.non_empty(&id_key, id, "set it to the client's identifier from Coupa")
+            })
+            .unwrap_or_default();
+        let client_secret = SecretString::from(self.secret(&key, raw).unwrap_or_default());
+        let scopes = self.scopes(&key, raw.scopes.as_deref());
+        let refresh_key = format!("{key}.refresh_after");
+        let refresh_after = self.positive(
+            &refresh_key,
+            raw.refresh_after.as_deref(),
+            Duration::from_secs(20 * 3600),
+        );
+        let warmup_key = format!("{key}.token_warmup");
+        let token_warmup = self.duration(
+            &warmup_key,
+            raw.token_warmup.as_deref(),
+            Duration::from_secs(5),
+        );
+        if token_warmup >= refresh_after {
+            self.problem(
+                warmup_key,
+                format!(
+                    "{:?} must be shorter than refresh_after ({:?})",
+                    written(raw.token_warmup.as_deref(), token_warmup),
+                    written(raw.refresh_after.as_deref(), refresh_after),
+                ),
+            );
+        }
+        Client {
+            name: name.to_owned(),
+            instance,
+            client_id,
+            client_secret,
+            scopes,
+            refresh_after,
+            token_warmup,
+        }
+    }
+
+    fn non_empty(&mut self, key: &str, value: String, hint: &str) -> Option<String> {
+        if value.is_empty() {
+            self.problem(key, format!("is empty; {hint}"));
+            return None;
+        }
+        Some(value)
+    }
+
+    /// Table keys end up in key paths, logs and metric labels, so keep them to bare TOML keys.
+    fn name(&mut self, key: &str, name: &str) {
+        let bare = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if name.is_empty() || !name.chars().all(bare) {
+            self.problem(
+                key,
+                format!(r#"{name:?} is not a valid name; use letters, digits, "-" and "_""#),
+            );
+        }
+    }
+
+    /// The secret from `client_secret` or `client_secret_file`. Messages name keys and file
+    /// paths only, never the value.
+    fn secret(&mut self, key: &str, raw: &RawClient) -> Option<String> {
+        let secret_key = format!("{key}.client_secret");
+        let file_key = format!("{key}.client_secret_file");
+        match (&raw.client_secret, &raw.client_secret_file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    key,
+                    "set either client_secret or client_secret_file, not both",
+                );
+                None
+            }
+            (None, None) => {
+                let hint = "missing client secret; add client_secret = \"${VAR}\" \
+                    or client_secret_file = \"/path/to/file\"";
+                self.problem(key, hint);
+                None
+            }
+            (Some(secret), None) => {
+                let secret =
+                    self.expand(&secret_key, secret, "export it or use client_secret_file")?;
+                self.non_empty(
+                    &secret_key,
+                    secret,
+                    "set it to the client's secret from Coupa",
+                )
+            }
+            (None, Some(file)) => {
+                let file = self.expand(&file_key, file, "export it or write the path directly")?;
+                let path = self.base_dir.join(file);
+                let read = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read \"{}\": {e}", path.display()));
+                let secret = self.check(&file_key, read)?.trim_end().to_owned();
+                let hint = format!(
+                    "\"{}\" is empty; write the client's secret into it",
+                    path.display()
+                );
+                if secret.is_empty() {
+                    self.problem(&file_key, hint);
+                    return None;
+                }
+                Some(secret)
+            }
+        }
+    }
+
+    fn scopes(&mut self, key: &str, raw: Option<&[String]>) -> Vec<String> {
+        let key = format!("{key}.scopes");
+        let list_them = "list the scopes this client may use, as shown under \"Oidc Scopes\" \
+            on its page in Coupa, e.g. scopes = [\"core.invoice.read\"]";
+        let scopes = raw.unwrap_or_default();
+        match raw {
+            None => self.problem(&key, format!("missing; {list_them}")),
+            Some([]) => self.problem(&key, format!("is empty; {list_them}")),
+            Some(_) => {}
+        }
+        for (i, scope) in scopes.iter().enumerate() {
+            let scope_key = format!("{key}[{i}]");
+            let message = if scope.is_empty() {
+                "is empty; remove it".to_owned()
+            } else if scope.contains(',') {
+                format!("{scope:?} contains a comma; {SCOPES_HINT}")
+            } else if scope.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                format!("{scope:?} contains whitespace; {SCOPES_HINT}")
+            } else if let Some(j) = scopes[..i].iter().position(|s| s == scope) {
+                format!("{scope:?} is already listed as scopes[{j}]; remove the duplicate")
+            } else {
+                continue;
+            };
+            self.problem(scope_key, message);
+        }
+        scopes.to_vec()
+    }
+
+    fn route(
+        &mut self,
+        i: usize,
+        raw: &RawRoute,
+        all: &RawConfig,
+        default_timeout: Duration,
+    ) -> Route {
+        let key = format!("routes[{i}]");
+        let prefix_key = format!("{key}.prefix");
+        let prefix = self
+            .required(&prefix_key, &raw.prefix, r#"prefix = "/NAME""#)
+            .and_then(|p| self.check(&prefix_key, route_prefix(p)))
+            .unwrap_or_default();
+        let instance = raw.instance.clone().unwrap_or_default();
+        let instance_key = format!("{key}.instance");
+        // Client checks against an unknown instance would only repeat the same mistake.
+        let instance_ok = match &raw.instance {
+            None => {
+                let hint = raw
+                    .client
+                    .as_ref()
+                    .and_then(|c| all.clients.get(c)?.instance.as_deref())
+                    .unwrap_or("NAME");
+                self.problem(&instance_key, format!("missing; add instance = {hint:?}"));
+                false
+            }
+            Some(name) if !all.instances.contains_key(name) => {
+                self.problem(
+                    &instance_key,
+                    unknown("instance", name, all.instances.keys()),
+                );
+                false
+            }
+            Some(_) => true,
+        };
+        let client = match &raw.client {
+            Some(name) => {
+                let client_key = format!("{key}.client");
+                match all.clients.get(name).map(|c| c.instance.as_deref()) {
+                    None => self.problem(client_key, unknown("client", name, all.clients.keys())),
+                    Some(Some(owner)) if instance_ok && owner != instance => {
+                        let message = format!(
+                            "client {name:?} belongs to instance {owner:?}, \
+                             but the route targets {instance:?}"
+                        );
+                        self.problem(client_key, message);
+                    }
+                    Some(_) => {}
+                }
+                name.clone()
+            }
+            None if !instance_ok => String::new(),
+            None => {
+                let candidates: Vec<&str> = all
+                    .clients
+                    .iter()
+                    .filter(|(_, c)| c.instance.as_deref() == Some(instance.as_str()))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                match candidates[..] {
+                    [only] => only.to_owned(),
+                    [] => {
+                        let message = format!(
+                            "instance {instance:?} has no clients; \
+                             add a [clients.NAME] table with instance = {instance:?}"
+                        );
+                        self.problem(&key, message);
+                        String::new()
+                    }
+                    _ => {
+                        let message = format!(
+                            "instance {instance:?} has {} clients ({}); \
+                             name one with client = \"...\"",
+                            candidates.len(),
+                            candidates.join(", ")
+                        );
+                        self.problem(&key, message);
+                        String::new()
+                    }
+                }
+            }
+        };
+        Route {
+            prefix,
+            instance,
+            client,
+            timeout: self.positive(
+                &format!("{key}.timeout"),
+                raw.timeout.as_deref(),
+                default_timeout,
+            ),
+        }
+    }
+}
+
+/// The value as the user wrote it, or the default in the same notation.
+fn written(raw: Option<&str>, value: Duration) -> String {
+    raw.map_or_else(
+        || humantime::format_duration(value).to_string(),
+        str::to_owned,
+    )
+}
+
+fn unknown<'a>(kind: &str, name: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let known: Vec<&str> = known.map(String::as_str).collect();
+    if known.is_empty() {
+        format!(
+            "no {kind} named {name:?} and no [{kind}s.NAME] tables are defined; \
+             add [{kind}s.{name}]"
+        )
+    } else {
+        format!("no {kind} named {name:?}; known: {}", known.join(", "))
+    }
+}
+
+/// Expands `${VAR}`, `${VAR:-default}` (default also when VAR is empty, as in the shell) and
+/// `$$`. Errors never quote `raw`, which may be a secret.
+fn expand_vars(
+    raw: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    unset_hint: &str,
+) -> Result<String, String> {
+    let syntax = "use ${NAME} or ${NAME:-default} for a variable and $$ for a literal $";
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let Some(body) = rest.strip_prefix('{') else {
+            return Err(format!("contains a lone \"$\"; {syntax}"));
+        };
+        let Some(end) = body.find('}') else {
+            return Err(format!(
+                "contains \"${{\" without a closing \"}}\"; {syntax}"
+            ));
+        };
+        let (name, default) = match body[..end].split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (&body[..end], None),
+        };
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("contains an invalid variable name; {syntax}"));
+        }
+        match (env(name), default) {
+            (Some(value), Some(default)) if value.is_empty() => out.push_str(default),
+            (Some(value), _) => out.push_str(&value),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set; {unset_hint}"
+                ))
+            }
+        }
+        rest = &body[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Validates an absolute http(s) URL with a host and no credentials or fragment.
+fn http_url(value: &str, example: &str) -> Result<Uri, String> {
+    // Checked first, before any message quotes the value: userinfo may hold a password.
+    let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if authority.contains('@') {
+        return Err(
+            "must not contain a user name or password (\"user:pass@\"); \
+             the gateway authenticates with the client's credentials"
+                .to_owned(),
+        );
+    }
+    let not_http = || format!("{value:?} must be an http:// or https:// URL such as {example:?}");
+    if value.contains('#') {
+        return Err(format!(
+            r##"{value:?} must not contain a fragment ("#...")"##
+        ));
+    }
+    let uri: Uri = value.parse().map_err(|_| not_http())?;
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+        _ => return Err(not_http()),
+    }
+    if !matches!(uri.host(), Some(h) if !h.is_empty()) {
+        return Err(format!(
+            "{value:?} has no host; use a URL such as {example:?}"
+        ));
+    }
+    Ok(uri)
+}
+
+/// Splits an instance URL into scheme+authority (path `/`) and its path without trailing `/`.
+fn base_url_parts(value: &str) -> Result<(Uri, String), String> {
+    let uri = http_url(value, EXAMPLE_URL)?;
+    if uri.query().is_some() {
+        return Err(format!(
+            "{value:?} must not have a query (\"?...\"); \
+             use scheme, host and optional path such as {EXAMPLE_URL:?}"
+        ));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    let mut parts = uri.into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    let url = Uri::from_parts(parts).map_err(|e| format!("{value:?} is not a valid URL: {e}"))?;
+    Ok((url, base_path))
+}
+
+/// Validates a route prefix and removes a trailing `/`.
+fn route_prefix(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!(r#"{raw:?} must start with "/""#));
+    }
+    // RFC 3986 path characters minus `%`: incoming paths are matched as received, so an
+    // encoded or non-ASCII prefix could never match reliably.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c);
+    if let Some(c) = raw.chars().find(|&c| !allowed(c)) {
+        let why = match c {
+            '%' => "percent-encoding is not supported",
+            '?' | '#' => "a prefix is a path, without query or fragment",
+            _ => r#"use letters, digits, "/" and - . _ ~ ! $ & ' ( ) * + , ; = : @"#,
+        };
+        return Err(format!("{raw:?} contains {c:?}; {why}"));
+    }
+    if raw.contains("//") {
+        return Err(format!(r#"{raw:?} contains "//"; use single slashes"#));
+    }
+    let prefix = match raw.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => raw,
+    };
+    if prefix.split('/').any(|s| s == "." || s == "..") {
+        return Err(format!(
+            r#"{raw:?} contains a "." or ".." segment; remove it"#
+        ));
+    }
+    Ok(prefix.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    const SECRET: &str = "s3cr3t-Value-42";
+
+    fn instance(name: &str) -> String {
+        format!("[instances.{name}]\nurl = \"https://{name}.coupahost.com\"\n")
+    }
+
+    fn client(name: &str, instance: &str) -> String {
+        format!(
+            "[clients.{name}]\ninstance = \"{instance}\"\nclient_id = \"id-{name}\"\n\
+             client_secret = \"{SECRET}\"\nscopes = [\"core.invoice.read\"]\n"
+        )
+    }
+
+    fn route(prefix: &str, instance: &str) -> String {
+        format!("[[routes]]\nprefix = \"{prefix}\"\ninstance = \"{instance}\"\n")
+    }
+
+    /// One instance `prod`, one client `prod-main`, one route `/prod`.
+    fn minimal() -> String {
+        instance("prod") + &client("prod-main", "prod") + &route("/prod", "prod")
+    }
+
+    fn parse_with(
+        text: &str,
+        vars: &[(&str, &str)],
+        base_dir: &Path,
+    ) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::parse(text, &|name: &str| vars.get(name).cloned(), base_dir)
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_with(text, &[], Path::new("."))
+    }
+
+    /// The rendered error; fails the test when `text` is valid.
+    fn error(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[track_caller]
+    fn assert_error(text: &str, expected: &[&str]) {
+        let message = error(text);
+        for part in expected {
+            assert!(message.contains(part), "{part:?} not in:\n{message}");
+        }
+        assert!(!message.contains(SECRET), "secret leaked:\n{message}");
+    }
+
+    /// A directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("coupa-gateway-config-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(&minimal()).expect("valid");
+        assert_eq!(config.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.server.request_timeout, Duration::from_secs(120));
+        assert_eq!(config.admin.listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(config.upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.upstream.pool_idle_timeout, Duration::from_secs(50));
+        assert_eq!(config.upstream.pool_max_idle_per_host, 64);
+        let prod = &config.instances["prod"];
+        assert_eq!(prod.name, "prod");
+        assert_eq!(prod.url.to_string(), "https://prod.coupahost.com/");
+        assert_eq!(prod.base_path, "");
+        assert_eq!(prod.token_url, "https://prod.coupahost.com/oauth2/token");
+        assert_eq!(prod.token_timeout, Duration::from_secs(10));
+        let main = &config.clients["prod-main"];
+        assert_eq!(main.name, "prod-main");
+        assert_eq!(main.instance, "prod");
+        assert_eq!(main.client_id, "id-prod-main");
+        assert_eq!(main.client_secret.expose_secret(), SECRET);
+        assert_eq!(main.scopes, ["core.invoice.read"]);
+        assert_eq!(main.refresh_after, Duration::from_secs(20 * 3600));
+        assert_eq!(main.token_warmup, Duration::from_secs(5));
+        let route = &config.routes[0];
+        assert_eq!(route.prefix, "/prod");
+        assert_eq!(route.instance, "prod");
+        assert_eq!(route.client, "prod-main", "the only client is picked");
+        assert_eq!(route.timeout, Duration::from_secs(120));
+        assert_eq!(config.source, None);
+    }
+
+    #[test]
+    fn full_config_uses_every_value() {
+        let text = r#"
+            [server]
+            listen = "0.0.0.0:8000"
+            request_timeout = "90s"
+            [admin]
+            listen = "[::1]:9999"
+            [upstream]
+            connect_timeout = "2s"
+            pool_idle_timeout = "30s"
+            pool_max_idle_per_host = 0
+            [instances.prod]
+            url = "https://acme.coupahost.com/coupa/"
+            token_url = "https://login.example.com/token"
+            token_timeout = "3s"
+            [instances.test]
+            url = "http://localhost:3000"
+            [clients.prod-a]
+            instance = "prod"
+            client_id = "a"
+            client_secret = "x"
+            scopes = ["core.invoice.read", "core.supplier.read"]
+            refresh_after = "1h 30m"
+            token_warmup = "0s"
+            [clients.prod-b]
+            instance = "prod"
+            client_id = "b"
+            client_secret = "y"
+            scopes = ["core.invoice.write"]
+            [clients.test-main]
+            instance = "test"
+            client_id = "t"
+            client_secret = "z"
+            scopes = ["core.common.read"]
+            [[routes]]
+            prefix = "/prod/"
+            instance = "prod"
+            client = "prod-b"
+            timeout = "5m"
+            [[routes]]
+            prefix = "/"
+            instance = "test"
+        "#;
+        let config = parse(text).expect("valid");
+        assert_eq!(config.server.listen, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(config.server.request_timeout, Duration::from_secs(90));
+        assert_eq!(config.admin.listen, "[::1]:9999".parse().unwrap());
+        assert_eq!(config.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(config.upstream.pool_idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.upstream.pool_max_idle_per_host, 0);
+        let prod = &config.instances["prod"];
+        assert_eq!(prod.url.to_string(), "https://acme.coupahost.com/");
+        assert_eq!(prod.base_path, "/coupa");
+        assert_eq!(prod.token_url, "https://login.example.com/token");
+        assert_eq!(prod.token_timeout, Duration::from_secs(3));
+        let test = &config.instances["test"];
+        assert_eq!(test.token_url, "http://localhost:3000/oauth2/token");
+        let a = &config.clients["prod-a"];
+        assert_eq!(a.scopes, ["core.invoice.read", "core.supplier.read"]);
+        assert_eq!(a.refresh_after, Duration::from_secs(90 * 60));
+        assert_eq!(a.token_warmup, Duration::ZERO);
+        assert_eq!(config.routes[0].prefix, "/prod");
+        assert_eq!(config.routes[0].client, "prod-b");
+        assert_eq!(config.routes[0].timeout, Duration::from_secs(300));
+        assert_eq!(config.routes[1].prefix, "/");
+        assert_eq!(config.routes[1].client, "test-main");
+        assert_eq!(config.routes[1].timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn default_token_url_keeps_base_path() {
+        let text = minimal().replace(
+            "https://prod.coupahost.com",
+            "https://prod.coupahost.com/sub/",
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(
+            config.instances["prod"].token_url,
+            "https://prod.coupahost.com/sub/oauth2/token"
+        );
+    }
+
+    #[test]
+    fn route_reference_errors() {
+        let two = instance("prod")
+            + &instance("test")
+            + &client("prod-main", "prod")
+            + &client("test-main", "test");
+        assert_error(
+            &format!(
+                "{two}{}{}client = \"prod-mian\"\n",
+                route("/prod", "prod"),
+                route("/x", "prod")
+            ),
+            &[r#"routes[1].client: no client named "prod-mian"; known: prod-main, test-main"#],
+        );
+        assert_error(
+            &format!("{two}{}client = \"test-main\"\n", route("/prod", "prod")),
+            &[
+                r#"routes[0].client: client "test-main" belongs to instance "test", but the route targets "prod""#,
+            ],
+        );
+        assert_error(
+            &format!("{two}{}", route("/prod", "prd")),
+            &[r#"routes[0].instance: no instance named "prd"; known: prod, test"#],
+        );
+        let text = instance("prod")
+            + &client("prod-a", "prod")
+            + &client("prod-b", "prod")
+            + &route("/prod", "prod");
+        assert_error(
+            &text,
+            &[
+                r#"routes[0]: instance "prod" has 2 clients (prod-a, prod-b); name one with client = "...""#,
+            ],
+        );
+        assert_error(
+            &(instance("prod") + &route("/prod", "prod")),
+            &[
+                r#"routes[0]: instance "prod" has no clients; add a [clients.NAME] table with instance = "prod""#,
+            ],
+        );
+    }
+
+    #[test]
+    fn client_instance_must_exist() {
+        let text = instance("prod")
+            + &instance("test")
+            + &client("prod-main", "prd")
+            + &route("/prod", "test")
+            + "client = \"prod-main\"\n";
+        let message = error(&text);
+        assert!(message
+            .contains(r#"clients.prod-main.instance: no instance named "prd"; known: prod, test"#));
+        assert_error(
+            &(client("c", "prod") + &route("/p", "prod") + "client = \"c\"\n"),
+            &[
+                r#"clients.c.instance: no instance named "prod" and no [instances.NAME] tables are defined"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn route_prefix_errors() {
+        let bad = [
+            ("prod", r#"routes[0].prefix: "prod" must start with "/""#),
+            ("/a//b", r#"routes[0].prefix: "/a//b" contains "//""#),
+            (
+                "/a/./b",
+                r#"routes[0].prefix: "/a/./b" contains a "." or ".." segment"#,
+            ),
+            (
+                "/a/..",
+                r#"routes[0].prefix: "/a/.." contains a "." or ".." segment"#,
+            ),
+            ("/a?b", r#"routes[0].prefix: "/a?b" contains '?'"#),
+            ("/a#b", r#"routes[0].prefix: "/a#b" contains '#'"#),
+            (
+                "/a%20",
+                r#"routes[0].prefix: "/a%20" contains '%'; percent-encoding"#,
+            ),
+            ("/a b", r#"routes[0].prefix: "/a b" contains ' '"#),
+            ("/a\\tb", r#"routes[0].prefix: "/a\tb" contains '\t'"#),
+            (
+                "/a\\u0001",
+                r#"routes[0].prefix: "/a\u{1}" contains '\u{1}'"#,
+            ),
+            ("/prød", r#"routes[0].prefix: "/prød" contains 'ø'"#),
+        ];
+        for (prefix, expected) in bad {
+            let text = minimal().replace("prefix = \"/prod\"", &format!("prefix = \"{prefix}\""));
+            assert_error(&text, &[expected]);
+        }
+    }
+
+    #[test]
+    fn duplicate_prefixes_after_normalisation() {
+        let text = minimal() + &route("/other", "prod") + &route("/prod/", "prod");
+        assert_error(
+            &text,
+            &[
+                r#"routes[2].prefix: "/prod/" (same as "/prod") is already used by routes[0]; prefixes must be unique"#,
+            ],
+        );
+        let text = minimal() + &route("/prod", "prod");
+        assert_error(
+            &text,
+            &[r#"routes[1].prefix: "/prod" is already used by routes[0]"#],
+        );
+    }
+
+    #[test]
+    fn routes_are_required() {
+        let text = instance("prod") + &client("prod-main", "prod");
+        assert_error(
+            &text,
+            &["routes: no routes defined; add a [[routes]] table"],
+        );
+        assert_error("", &["routes: no routes defined"]);
+    }
+
+    #[test]
+    fn listen_and_duration_errors() {
+        assert_error(
+            &(minimal() + "[server]\nlisten = \"localhost:80x\"\n"),
+            &[
+                r#"server.listen: "localhost:80x" is not a socket address; use IP:PORT such as "127.0.0.1:8080""#,
+            ],
+        );
+        assert_error(
+            &(minimal() + "[admin]\nlisten = \"9090\"\n"),
+            &[r#"admin.listen: "9090" is not a socket address"#],
+        );
+        let with_client_key = |key: &str, value: &str| {
+            minimal().replace(
+                "[clients.prod-main]\n",
+                &format!("[clients.prod-main]\n{key} = \"{value}\"\n"),
+            )
+        };
+        assert_error(
+            &with_client_key("refresh_after", "twenty hours"),
+            &[
+                r#"clients.prod-main.refresh_after: "twenty hours" is not a duration; use forms like "20h", "90m", "5s""#,
+            ],
+        );
+        assert_error(
+            &with_client_key("refresh_after", "0s"),
+            &[r#"clients.prod-main.refresh_after: "0s" must be greater than zero"#],
+        );
+        assert_error(
+            &with_client_key("token_warmup", "1d"),
+            &[r#"clients.prod-main.token_warmup: "1d" must be shorter than refresh_after ("20h")"#],
+        );
+        assert_error(
+            &(minimal() + "[server]\nrequest_timeout = \"0ms\"\n"),
+            &[r#"server.request_timeout: "0ms" must be greater than zero"#],
+        );
+        assert_error(
+            &(minimal() + "[upstream]\nconnect_timeout = \"soon\"\n"),
+            &[r#"upstream.connect_timeout: "soon" is not a duration"#],
+        );
+        assert_error(
+            &(minimal() + "timeout = \"0s\"\n"),
+            &[r#"routes[0].timeout: "0s" must be greater than zero"#],
+        );
+        assert_error(
+            &minimal().replace(
+                "[instances.prod]\n",
+                "[instances.prod]\ntoken_timeout = \"-1s\"\n",
+            ),
+            &[r#"instances.prod.token_timeout: "-1s" is not a duration"#],
+        );
+    }
+
+    #[test]
+    fn url_errors() {
+        let with_url = |url: &str| minimal().replace("https://prod.coupahost.com", url);
+        let cases = [
+            (
+                "ftp://x",
+                r#"instances.prod.url: "ftp://x" must be an http:// or https:// URL such as "https://acme.coupahost.com""#,
+            ),
+            (
+                "acme.coupahost.com",
+                r#"instances.prod.url: "acme.coupahost.com" must be an http:// or https:// URL"#,
+            ),
+            (
+                "https://",
+                r#"instances.prod.url: "https://" must be an http:// or https:// URL"#,
+            ),
+            (
+                "http://:80",
+                r#"instances.prod.url: "http://:80" has no host"#,
+            ),
+            (
+                "https://a.com/?x=1",
+                r#"instances.prod.url: "https://a.com/?x=1" must not have a query"#,
+            ),
+            (
+                "https://a.com/#top",
+                r#"instances.prod.url: "https://a.com/#top" must not contain a fragment"#,
+            ),
+            (
+                "https://a b.com",
+                r#"instances.prod.url: "https://a b.com" must be an http:// or https:// URL"#,
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_error(&with_url(url), &[expected]);
+        }
+        // The password must not be echoed back.
+        let message = error(&with_url("https://user:hunter2@a.com"));
+        assert!(message.contains("instances.prod.url: must not contain a user name or password"));
+        assert!(!message.contains("hunter2"), "{message}");
+        let token_url = |t: &str| {
+            minimal().replace(
+                "[instances.prod]\n",
+                &format!("[instances.prod]\ntoken_url = \"{t}\"\n"),
+            )
+        };
+        assert_error(
+            &token_url("/oauth2/token"),
+            &[
+                r#"instances.prod.token_url: "/oauth2/token" must be an http:// or https:// URL such as "https://acme.coupahost.com/oauth2/token""#,
+            ],
+        );
+    }
+
+    #[test]
+    fn client_errors() {
+        let both = minimal().replace(
+            "[clients.prod-main]\n",
+            "[clients.prod-main]\nclient_secret_file = \"s\"\n",
+        );
+        assert_error(
+            &both,
+            &["clients.prod-main: set either client_secret or client_secret_file, not both"],
+        );
+        let neither = minimal().replace(&format!("client_secret = \"{SECRET}\"\n"), "");
+        assert_error(
+            &neither,
+            &["clients.prod-main: missing client secret; add client_secret"],
+        );
+        let empty = minimal().replace(SECRET, "");
+        assert_error(&empty, &["clients.prod-main.client_secret: is empty"]);
+        let empty_id = minimal().replace("id-prod-main", "");
+        assert_error(&empty_id, &["clients.prod-main.client_id: is empty"]);
+        let no_id = minimal().replace("client_id = \"id-prod-main\"\n", "");
+        assert_error(
+            &no_id,
+            &["clients.prod-main.client_id: missing; add client_id"],
+        );
+    }
+
+    #[test]
+    fn scope_errors() {
+        let with_scopes = |s: &str| {
+            minimal().replace("scopes = [\"core.invoice.read\"]", &format!("scopes = {s}"))
+        };
+        assert_error(
+            &with_scopes("[]"),
+            &[
+                r#"clients.prod-main.scopes: is empty; list the scopes"#,
+                "Oidc Scopes",
+            ],
+        );
+        assert_error(
+            &minimal().replace("scopes = [\"core.invoice.read\"]\n", ""),
+            &["clients.prod-main.scopes: missing; list the scopes"],
+        );
+        assert_error(
+            &with_scopes(r#"["core.invoice.read, core.supplier.read"]"#),
+            &[
+                r#"clients.prod-main.scopes[0]: "core.invoice.read, core.supplier.read" contains a comma"#,
+            ],
+        );
+        assert_error(
+            &with_scopes(r#"["a", "core.invoice.read core.supplier.read"]"#),
+            &[
+                r#"clients.prod-main.scopes[1]: "core.invoice.read core.supplier.read" contains whitespace"#,
+            ],
+        );
+        assert_error(
+            &with_scopes(r#"["a", "b", "a"]"#),
+            &[r#"clients.prod-main.scopes[2]: "a" is already listed as scopes[0]"#],
+        );
+        assert_error(
+            &with_scopes(r#"["a", ""]"#),
+            &["clients.prod-main.scopes[1]: is empty"],
+        );
+    }
+
+    #[test]
+    fn missing_keys_and_bad_names() {
+        assert_error(
+            "[instances.prod]\n[[routes]]\ninstance = \"prod\"\n",
+            &[
+                r#"instances.prod.url: missing; add url = "https://acme.coupahost.com""#,
+                r#"routes[0].prefix: missing; add prefix = "/NAME""#,
+            ],
+        );
+        assert_error(
+            &(minimal() + "[[routes]]\nprefix = \"/b\"\nclient = \"prod-main\"\n"),
+            &[r#"routes[1].instance: missing; add instance = "prod""#],
+        );
+        assert_error(
+            &(minimal() + "[instances.\"my prod\"]\nurl = \"https://a.com\"\n"),
+            &[r#"instances.my prod: "my prod" is not a valid name"#],
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_keep_toml_details() {
+        let message = error(&(minimal() + "[server]\nlisten = \"127.0.0.1:1\"\nlsiten = \"x\"\n"));
+        assert!(message.contains("unknown field `lsiten`"), "{message}");
+        assert!(message.contains("`listen`"), "expected names: {message}");
+        assert!(message.contains("in `server`"), "{message}");
+        assert!(message.contains("line "), "{message}");
+        assert_error("[server\n", &["line 1, column 8"]);
+        assert_error("[tls]\ncert = \"x\"\n", &["unknown field `tls`"]);
+    }
+
+    #[test]
+    fn toml_errors_never_echo_a_secret_line() {
+        let typo = minimal().replace("client_secret =", "client_secrett =");
+        assert_error(
+            &typo,
+            &["unknown field `client_secrett`", "in `clients.prod-main`"],
+        );
+    }
+
+    #[test]
+    fn env_expansion() {
+        let text = r#"
+            [instances.prod]
+            url = "https://${HOST}"
+            token_url = "${TOKEN_URL:-https://login.example.com/token}"
+            [clients.prod-main]
+            instance = "prod"
+            client_id = "${ID:-fallback}-$$x"
+            client_secret = "${SECRET}"
+            scopes = ["core.invoice.read"]
+            [[routes]]
+            prefix = "/prod"
+            instance = "prod"
+        "#;
+        let vars = [
+            ("HOST", "acme.coupahost.com"),
+            ("ID", ""),
+            ("SECRET", SECRET),
+        ];
+        let config = parse_with(text, &vars, Path::new(".")).expect("valid");
+        assert_eq!(
+            config.instances["prod"].url.to_string(),
+            "https://acme.coupahost.com/"
+        );
+        assert_eq!(
+            config.instances["prod"].token_url,
+            "https://login.example.com/token"
+        );
+        assert_eq!(
+            config.clients["prod-main"].client_id, "fallback-$x",
+            "default on empty, $$"
+        );
+        assert_eq!(
+            config.clients["prod-main"].client_secret.expose_secret(),
+            SECRET
+        );
+
+        let vars = [("HOST", "acme.coupahost.com"), ("ID", "real")];
+        let message = parse_with(text, &vars, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "clients.prod-main.client_secret: environment variable SECRET is not set; \
+             export it or use client_secret_file"
+        );
+        let config = parse_with(
+            text,
+            &[("HOST", "h"), ("ID", "real"), ("SECRET", "s")],
+            Path::new("."),
+        );
+        assert_eq!(
+            config.expect("valid").clients["prod-main"].client_id,
+            "real-$x"
+        );
+    }
+
+    #[test]
+    fn env_expansion_errors() {
+        let vars = [("EMPTY", "")];
+        let with_id = |id: &str| minimal().replace("id-prod-main", id);
+        let cases = [
+            (
+                "${NOPE}",
+                "clients.prod-main.client_id: environment variable NOPE is not set",
+            ),
+            ("a$b", r#"clients.prod-main.client_id: contains a lone "$""#),
+            (
+                "${OPEN",
+                r#"clients.prod-main.client_id: contains "${" without a closing "}""#,
+            ),
+            (
+                "${1X}",
+                "clients.prod-main.client_id: contains an invalid variable name",
+            ),
+            ("${EMPTY}", "clients.prod-main.client_id: is empty"),
+        ];
+        for (id, expected) in cases {
+            let message = parse_with(&with_id(id), &vars, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{expected:?} not in {message}");
+        }
+        let url = minimal().replace("https://prod.coupahost.com", "${COUPA_URL}");
+        let message = error(&url);
+        assert!(message.contains("instances.prod.url: environment variable COUPA_URL is not set"));
+        // A secret with a stray `$` must not be echoed back.
+        let message = error(&minimal().replace(SECRET, &format!("{SECRET}$")));
+        assert!(message.contains(r#"clients.prod-main.client_secret: contains a lone "$""#));
+        assert!(!message.contains(SECRET));
+    }
+
+    #[test]
+    fn secret_file_is_relative_to_base_dir() {
+        let dir = TempDir::new("secret-file");
+        std::fs::create_dir_all(dir.0.join("secrets")).expect("mkdir");
+        std::fs::write(dir.0.join("secrets/prod"), format!("{SECRET}\r\n  \n")).expect("write");
+        std::fs::write(dir.0.join("empty"), "\n").expect("write");
+        let with_file = |file: &str| {
+            minimal().replace(
+                &format!("client_secret = \"{SECRET}\""),
+                &format!("client_secret_file = \"{file}\""),
+            )
+        };
+        let config = parse_with(&with_file("${DIR:-secrets}/prod"), &[], &dir.0).expect("valid");
+        assert_eq!(
+            config.clients["prod-main"].client_secret.expose_secret(),
+            SECRET
+        );
+
+        let missing = parse_with(&with_file("nope"), &[], &dir.0)
+            .unwrap_err()
+            .to_string();
+        let shown = dir.0.join("nope").display().to_string();
+        assert!(
+            missing.contains("clients.prod-main.client_secret_file: cannot read"),
+            "{missing}"
+        );
+        assert!(missing.contains(&shown), "{missing}");
+
+        let empty = parse_with(&with_file("empty"), &[], &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            empty.contains("clients.prod-main.client_secret_file: "),
+            "{empty}"
+        );
+        assert!(empty.contains("is empty"), "{empty}");
+    }
+
+    #[test]
+    fn from_file_sets_source_and_prefixes_errors() {
+        let dir = TempDir::new("from-file");
+        std::fs::write(dir.0.join("prod.secret"), SECRET).expect("write");
+        let path = dir.0.join("proxy.toml");
+        let text = minimal().replace(
+            &format!("client_secret = \"{SECRET}\""),
+            "client_secret_file = \"prod.secret\"",
+        );
+        std::fs::write(&path, &text).expect("write");
+        let config = Config::from_file(&path).expect("valid");
+        assert_eq!(config.source.as_deref(), Some(path.as_path()));
+        assert_eq!(
+            config.clients["prod-main"].client_secret.expose_secret(),
+            SECRET
+        );
+
+        std::fs::write(
+            &path,
+            text.replace("/prod\"", "prod\"") + "[server]\nlisten = \"x\"\n",
+        )
+        .expect("write");
+        let err = Config::from_file(&path).unwrap_err();
+        assert_eq!(err.problems.len(), 2);
+        for line in err.to_string().lines() {
+            assert!(line.starts_with(&format!("{}: ", path.display())), "{line}");
+        }
+
+        let err = Config::from_file(&dir.0.join("absent.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("absent.toml: cannot read the configuration file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn all_problems_are_collected() {
+        let text = minimal()
+            .replace("https://prod.coupahost.com", "ftp://x")
+            .replace("/prod", "prod")
+            .replace("core.invoice.read", "a,b")
+            + "[server]\nlisten = \"nope\"\n";
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+        assert_eq!(err.to_string().lines().count(), 4);
+        for key in [
+            "server.listen",
+            "instances.prod.url",
+            "clients.prod-main.scopes[0]",
+            "routes[0].prefix",
+        ] {
+            assert!(
+                err.problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_never_in_debug_output() {
+        let config = parse(&minimal()).expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(!config.describe_routes().contains(SECRET));
+        let err = parse(&(minimal() + "[server]\nlisten = \"x\"\n")).unwrap_err();
+        assert!(!format!("{err:?}").contains(SECRET));
+    }
+
+    #[test]
+    fn describe_routes_is_aligned() {
+        let test_client =
+            client("test-main", "test").replace("\"core.invoice.read\"", "\"a\", \"b\"");
+        let text = minimal() + &instance("test") + &test_client + &route("/", "test");
+        let config = parse(&text).expect("valid");
+        let table = config.describe_routes();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert_eq!(
+            lines[0],
+            "/prod/...  ->  https://prod.coupahost.com/...  (instance prod, client prod-main, timeout 2m, scopes core.invoice.read)"
+        );
+        assert_eq!(
+            lines[1],
+            "/...       ->  https://test.coupahost.com/...  (instance test, client test-main, timeout 2m, scopes a b)"
+        );
+    }
 }
