@@ -1,0 +1,806 @@
+//! OAuth 2.0 client-credentials tokens: one [`TokenCell`] per configured client, written only by
+//! that client's refresher task and read lock-free by the request path.
+//!
+//! Timing follows Coupa's guidance (COUPA-API.md §5): tokens live 24 h (`expires_in` 86399),
+//! should be renewed every ~20 h, and should not be used in the first ~5 s after minting. The
+//! refresher therefore mints long before expiry and publishes a new token only after a warm-up,
+//! unless the old one would expire first. A failed refresh never removes a still-valid token.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::config;
+
+/// Backoff after a failed token request: 1 s doubling, capped at 5 min.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Used when the token endpoint omits `expires_in` (RFC 6749 §5.1 only RECOMMENDS it). An hour
+/// is short enough to be safe and long enough not to hammer the endpoint.
+const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
+/// The longest token-endpoint error body kept for `/status` and logs.
+const ERROR_BODY_EXCERPT: usize = 300;
+
+/// What a token request needs; built from a `[clients.NAME]` and its instance.
+#[derive(Clone)]
+pub struct TokenRequest {
+    /// Absolute URL of the token endpoint.
+    pub token_url: String,
+    /// `client_id`.
+    pub client_id: String,
+    /// `client_secret`; never logged.
+    pub client_secret: SecretString,
+    /// Requested scopes, sent space-separated.
+    pub scopes: Vec<String>,
+    /// Whole-request timeout for the token call.
+    pub timeout: Duration,
+}
+
+impl TokenRequest {
+    /// The request for `client` against `instance`.
+    pub fn new(client: &config::Client, instance: &config::Instance) -> Self {
+        Self {
+            token_url: instance.token_url.clone(),
+            client_id: client.client_id.clone(),
+            client_secret: client.client_secret.clone(),
+            scopes: client.scopes.clone(),
+            timeout: instance.token_timeout,
+        }
+    }
+
+    /// True when both would send the same token request, so a token minted for one is valid
+    /// for the other (used to keep token cells across reloads). The secret is part of the
+    /// comparison: a rotated secret must mint a fresh token.
+    pub fn same_as(&self, other: &TokenRequest) -> bool {
+        self.token_url == other.token_url
+            && self.client_id == other.client_id
+            && self.client_secret.expose_secret() == other.client_secret.expose_secret()
+            && self.scopes == other.scopes
+    }
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A freshly minted token, as the endpoint returned it.
+pub struct Minted {
+    /// The access token; never logged.
+    pub access_token: SecretString,
+    /// `expires_in`, or [`DEFAULT_EXPIRES_IN`] when the endpoint omitted it.
+    pub expires_in: Duration,
+    /// True when `expires_in` was missing from the response.
+    pub expires_in_assumed: bool,
+    /// `scope` as echoed by the endpoint, if it did.
+    pub scope: Option<String>,
+    /// When the request was sent (lifetimes count from here, erring early).
+    pub requested_at: Instant,
+    /// Wall-clock twin of `requested_at`, for display.
+    pub requested_at_wall: SystemTime,
+}
+
+/// Why a token request failed. Every variant is free of secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The endpoint answered with an RFC 6749 §5.2 error body.
+    #[error("token endpoint answered HTTP {status} {error}{}", describe_opt(.description))]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The `error` code, e.g. `invalid_client`.
+        error: String,
+        /// `error_description`, if sent.
+        description: Option<String>,
+    },
+    /// A non-success status without an OAuth error body.
+    #[error("token endpoint answered HTTP {status}: {body}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// A short excerpt of the body.
+        body: String,
+    },
+    /// 2xx, but not a usable token response.
+    #[error("token endpoint sent an unusable response: {0}")]
+    BadResponse(String),
+    /// No answer within the configured timeout.
+    #[error("token endpoint did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection, DNS or TLS failure before an answer.
+    #[error("could not reach the token endpoint: {}", chain(.0))]
+    Transport(#[source] reqwest::Error),
+}
+
+fn describe_opt(d: &Option<String>) -> String {
+    d.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+}
+
+/// reqwest's top-level message alone ("error sending request") says nothing an operator can
+/// act on; the causes do.
+fn chain(e: &reqwest::Error) -> String {
+    crate::error_chain(e)
+}
+
+/// Coarse classes of token failure, for metrics labels, hints and back-off policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Wrong client id or secret (`invalid_client`, or a bare 401).
+    InvalidClient,
+    /// A requested scope is not granted to the client (`invalid_scope`).
+    InvalidScope,
+    /// The client may not use this grant (`unauthorized_client`, `unsupported_grant_type`).
+    Unauthorized,
+    /// Another OAuth error code.
+    OAuth,
+    /// An HTTP error without an OAuth body (proxies, 5xx, 429).
+    Http,
+    /// Unusable 2xx body.
+    Response,
+    /// Timed out.
+    Timeout,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// TCP connect (or DNS) failure.
+    Connect,
+}
+
+impl FailureKind {
+    /// Stable label for metrics and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::InvalidClient => "invalid_client",
+            FailureKind::InvalidScope => "invalid_scope",
+            FailureKind::Unauthorized => "unauthorized_client",
+            FailureKind::OAuth => "oauth_error",
+            FailureKind::Http => "http_error",
+            FailureKind::Response => "bad_response",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Tls => "tls",
+            FailureKind::Connect => "connect",
+        }
+    }
+}
+
+impl TokenError {
+    /// The failure's class, found by walking the source chain (never by matching text).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            TokenError::Rejected { status, error, .. } => match error.as_str() {
+                "invalid_client" => FailureKind::InvalidClient,
+                "invalid_scope" => FailureKind::InvalidScope,
+                "unauthorized_client" | "unsupported_grant_type" => FailureKind::Unauthorized,
+                _ if *status == 401 => FailureKind::InvalidClient,
+                _ => FailureKind::OAuth,
+            },
+            TokenError::Status { status: 401, .. } => FailureKind::InvalidClient,
+            TokenError::Status { .. } => FailureKind::Http,
+            TokenError::BadResponse(_) => FailureKind::Response,
+            TokenError::Timeout(_) => FailureKind::Timeout,
+            TokenError::Transport(e) => {
+                if e.is_timeout() {
+                    FailureKind::Timeout
+                } else if caused_by::<rustls::Error>(e) {
+                    FailureKind::Tls
+                } else {
+                    FailureKind::Connect
+                }
+            }
+        }
+    }
+
+    /// What an operator should check, in one sentence.
+    pub fn hint(&self) -> &'static str {
+        match self.kind() {
+            FailureKind::InvalidClient => {
+                "check client_id and client_secret against Setup > OAuth2/OpenID Connect Clients in Coupa"
+            }
+            FailureKind::InvalidScope => {
+                "a requested scope is not ticked on the Coupa client; compare `scopes` with the client's Oidc Scopes"
+            }
+            FailureKind::Unauthorized => {
+                "the Coupa client must use grant type \"Client credentials\" and be active"
+            }
+            FailureKind::OAuth | FailureKind::Http | FailureKind::Response => {
+                "check token_url and that the instance is up"
+            }
+            FailureKind::Timeout => {
+                "the token endpoint is slow or unreachable; check network, firewall or outbound proxy"
+            }
+            FailureKind::Tls => {
+                "TLS failed; a corporate interception proxy needs its CA in the system trust store"
+            }
+            FailureKind::Connect => {
+                "could not connect; check the host name (DNS), port, firewall and outbound proxy"
+            }
+        }
+    }
+}
+
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<E>()) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Builds the HTTP client for token endpoints: rustls, no redirects (a redirected token request
+/// would carry the secret to another host), no cookies.
+pub fn http_client(tls: Arc<rustls::ClientConfig>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("coupa-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static reqwest configuration is valid")
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    token_type: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: String,
+    error_description: Option<String>,
+}
+
+/// Performs one client-credentials request (RFC 6749 §4.4) with the credentials in the form
+/// body, as Coupa documents (`client_secret_post`).
+pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted, TokenError> {
+    let scope = req.scopes.join(" ");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", req.client_id.as_str()),
+        ("client_secret", req.client_secret.expose_secret()),
+        ("scope", scope.as_str()),
+    ];
+    let requested_at = Instant::now();
+    let requested_at_wall = SystemTime::now();
+    let send = async {
+        let resp = http
+            .post(&req.token_url)
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(req.timeout, send).await {
+        Err(_) => return Err(TokenError::Timeout(req.timeout)),
+        Ok(Err(e)) if e.is_timeout() => return Err(TokenError::Timeout(req.timeout)),
+        Ok(Err(e)) => return Err(TokenError::Transport(e.without_url())),
+        Ok(Ok(x)) => x,
+    };
+    let secret = req.client_secret.expose_secret();
+    if !status.is_success() {
+        if let Ok(err) = serde_json::from_slice::<ErrorResponse>(&body) {
+            return Err(TokenError::Rejected {
+                status: status.as_u16(),
+                error: redact(&err.error, secret),
+                description: err.error_description.map(|d| redact(&d, secret)),
+            });
+        }
+        return Err(TokenError::Status {
+            status: status.as_u16(),
+            body: redact(&excerpt(&body), secret),
+        });
+    }
+    let parsed: TokenResponse = serde_json::from_slice(&body)
+        .map_err(|e| TokenError::BadResponse(format!("not a JSON token response ({e})")))?;
+    let access_token = match parsed.access_token {
+        Some(t) if !t.is_empty() => t,
+        _ => return Err(TokenError::BadResponse("no access_token".into())),
+    };
+    if let Some(tt) = &parsed.token_type {
+        if !tt.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::BadResponse(format!(
+                "token_type {tt:?} is not \"bearer\""
+            )));
+        }
+    }
+    // Some servers send expires_in as a string; accept both (RFC 6749 says number).
+    let expires_in = match &parsed.expires_in {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    if parsed.expires_in.is_some() && expires_in.is_none() {
+        return Err(TokenError::BadResponse("expires_in is not a number".into()));
+    }
+    if expires_in == Some(0) {
+        return Err(TokenError::BadResponse("expires_in is 0".into()));
+    }
+    Ok(Minted {
+        access_token: SecretString::from(access_token),
+        expires_in: expires_in
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_EXPIRES_IN),
+        expires_in_assumed: expires_in.is_none(),
+        scope: parsed.scope,
+        requested_at,
+        requested_at_wall,
+    })
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(ERROR_BODY_EXCERPT) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None if text.is_empty() => "(empty body)".into(),
+        None => text.to_string(),
+    }
+}
+
+/// Defence in depth: an endpoint that echoes the request in its error must not leak the secret
+/// into `/status` or logs.
+fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(secret, "[redacted]")
+    }
+}
+
+/// A token ready for the request path.
+pub struct Token {
+    /// `Bearer <token>`, marked sensitive so hyper and `Debug` never print it.
+    header: HeaderValue,
+    /// After this instant the token is not sent (expiry less a safety margin).
+    valid_until: Instant,
+    /// Wall-clock expiry, for `/status`.
+    pub expires_at: SystemTime,
+    /// Wall-clock mint time, for `/status`.
+    pub minted_at: SystemTime,
+    /// Monotonic mint time (issue #4 uses it to recognise 401s inside the warm-up).
+    pub minted_instant: Instant,
+    /// The granted scope as echoed by the endpoint.
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_at", &self.expires_at)
+            .field("minted_at", &self.minted_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    fn from_minted(m: &Minted) -> Result<Self, TokenError> {
+        let mut header = HeaderValue::try_from(format!(
+            "Bearer {}",
+            m.access_token.expose_secret()
+        ))
+        .map_err(|_| {
+            TokenError::BadResponse("access_token holds characters not allowed in a header".into())
+        })?;
+        header.set_sensitive(true);
+        Ok(Self {
+            header,
+            valid_until: m.requested_at + m.expires_in - safety_margin(m.expires_in),
+            expires_at: m.requested_at_wall + m.expires_in,
+            minted_at: m.requested_at_wall,
+            minted_instant: m.requested_at,
+            scope: m.scope.clone(),
+        })
+    }
+
+    /// True while the token may still be sent.
+    pub fn is_valid_at(&self, now: Instant) -> bool {
+        now < self.valid_until
+    }
+
+    /// Seconds left before the token stops being sent (0 when past).
+    pub fn remaining(&self, now: Instant) -> Duration {
+        self.valid_until.saturating_duration_since(now)
+    }
+}
+
+/// Stop sending a token a little before it expires so a request in flight does not arrive with
+/// a dead token: 30 s for Coupa's 24 h tokens, a tenth of the lifetime for short test tokens.
+fn safety_margin(expires_in: Duration) -> Duration {
+    (expires_in / 10).min(Duration::from_secs(30))
+}
+
+/// The last failure, kept for `/status` and logs. Never holds a secret or token.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// When it happened.
+    pub at: SystemTime,
+    /// Its class.
+    pub kind: FailureKind,
+    /// The error and its causes, one line.
+    pub message: String,
+    /// What to check.
+    pub hint: &'static str,
+}
+
+/// One immutable snapshot of a client's token state. Only the refresher stores a new one.
+#[derive(Debug, Default)]
+pub struct TokenState {
+    /// The token requests carry now, if any.
+    pub token: Option<Arc<Token>>,
+    /// When the last token was minted successfully.
+    pub last_success: Option<SystemTime>,
+    /// The last failure (cleared by the next success).
+    pub last_error: Option<Failure>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// When the refresher will next call the token endpoint.
+    pub next_attempt: Option<Instant>,
+}
+
+/// Why the request path got no token.
+#[derive(Debug, Clone, Copy)]
+pub struct Unavailable {
+    /// Seconds until the refresher's next attempt (at least 1), for `Retry-After`.
+    pub retry_after: u64,
+}
+
+/// The token of one configured client.
+pub struct TokenCell {
+    name: String,
+    instance: String,
+    request: TokenRequest,
+    refresh_after: Duration,
+    warmup: Duration,
+    state: ArcSwap<TokenState>,
+    nudge: Notify,
+    /// Refresh outcomes, for `/metrics`.
+    pub refreshes_ok: AtomicU64,
+    /// Failed refreshes, for `/metrics`.
+    pub refreshes_failed: AtomicU64,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl std::fmt::Debug for TokenCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCell")
+            .field("client", &self.name)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TokenCell {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl TokenCell {
+    /// A cell with no token yet; call [`TokenCell::start`] to begin minting.
+    pub fn new(client: &config::Client, instance: &config::Instance) -> Arc<Self> {
+        Arc::new(Self {
+            name: client.name.clone(),
+            instance: instance.name.clone(),
+            request: TokenRequest::new(client, instance),
+            refresh_after: client.refresh_after,
+            warmup: client.token_warmup,
+            state: ArcSwap::from_pointee(TokenState::default()),
+            nudge: Notify::new(),
+            refreshes_ok: AtomicU64::new(0),
+            refreshes_failed: AtomicU64::new(0),
+            task: Mutex::new(None),
+        })
+    }
+
+    /// The client's name (`[clients.NAME]`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The instance the client belongs to.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The token request this cell makes.
+    pub fn request(&self) -> &TokenRequest {
+        &self.request
+    }
+
+    /// The current state snapshot.
+    pub fn state(&self) -> arc_swap::Guard<Arc<TokenState>> {
+        self.state.load()
+    }
+
+    /// The `Authorization` value to send now. This is the request path's whole token cost: one
+    /// `ArcSwap` load and a `Bytes`-backed clone; it never waits for the token endpoint.
+    #[inline]
+    pub fn bearer(&self, now: Instant) -> Result<HeaderValue, Unavailable> {
+        let state = self.state.load();
+        match &state.token {
+            Some(t) if t.is_valid_at(now) => Ok(t.header.clone()),
+            _ => Err(Unavailable {
+                retry_after: state
+                    .next_attempt
+                    .map(|at| at.saturating_duration_since(now).as_secs() + 1)
+                    .unwrap_or(1),
+            }),
+        }
+    }
+
+    /// True when a token is held and valid now (readiness).
+    pub fn is_ready(&self, now: Instant) -> bool {
+        self.state
+            .load()
+            .token
+            .as_ref()
+            .is_some_and(|t| t.is_valid_at(now))
+    }
+
+    /// Asks the refresher to mint now instead of at its scheduled time.
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Starts the background refresher, which mints a first token at once. The task holds only
+    /// a weak reference and is aborted when the cell is dropped (e.g. after a reload removed
+    /// the client), so cells never leak tasks.
+    pub fn start(self: &Arc<Self>, http: reqwest::Client) {
+        let weak = Arc::downgrade(self);
+        let handle = tokio::spawn(refresher(weak, http));
+        if let Ok(mut task) = self.task.lock() {
+            if let Some(old) = task.replace(handle.abort_handle()) {
+                old.abort();
+            }
+        }
+    }
+
+    /// Stops the refresher (the token stays readable until it expires).
+    pub fn stop(&self) {
+        if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
+    }
+
+    fn store(&self, f: impl FnOnce(&TokenState) -> TokenState) {
+        // Single writer (the refresher), so load-modify-store needs no rcu loop.
+        let cur = self.state.load();
+        self.state.store(Arc::new(f(&cur)));
+    }
+}
+
+/// How long to wait after `failures` consecutive failures: 1 s doubling to 5 min, scaled by a
+/// random factor in [0.75, 1.0] so many gateways do not retry in lockstep.
+fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    exp.min(BACKOFF_CAP).mul_f64(rand::random_range(0.75..=1.0))
+}
+
+/// When to mint again after a token minted at `requested_at` with `expires_in`: at
+/// `refresh_after` but never later than 5/6 of the lifetime, a little earlier by a random
+/// jitter (up to 5 % of the interval, at most 5 min) so replicas spread out.
+fn refresh_at(requested_at: Instant, expires_in: Duration, refresh_after: Duration) -> Instant {
+    let interval = refresh_after.min(expires_in.mul_f64(5.0 / 6.0));
+    let jitter = (interval / 20)
+        .min(Duration::from_secs(300))
+        .mul_f64(rand::random_range(0.0..=1.0));
+    requested_at + interval - jitter
+}
+
+async fn refresher(cell: Weak<TokenCell>, http: reqwest::Client) {
+    loop {
+        let Some(this) = cell.upgrade() else { return };
+        let result = fetch(&http, &this.request).await.and_then(|m| {
+            let token = Token::from_minted(&m)?;
+            Ok((m, token))
+        });
+        let wake_at = match result {
+            Ok((minted, token)) => {
+                this.refreshes_ok.fetch_add(1, Ordering::Relaxed);
+                if minted.expires_in_assumed {
+                    tracing::warn!(client = %this.name, "token response has no expires_in; assuming 1 h");
+                }
+                let next = refresh_at(minted.requested_at, minted.expires_in, this.refresh_after);
+                // Warm-up: Coupa may reject a token in its first seconds, so keep the old token
+                // while it is still valid, but never past its own validity.
+                let now = Instant::now();
+                let old_valid = this.state.load().token.as_ref().map(|t| t.valid_until);
+                if let Some(old_valid) = old_valid.filter(|&v| v > now) {
+                    let publish_at = (minted.requested_at + this.warmup).min(old_valid);
+                    drop(this);
+                    tokio::time::sleep_until(publish_at.into()).await;
+                    let Some(again) = cell.upgrade() else { return };
+                    publish(&again, token, &minted, next);
+                } else {
+                    publish(&this, token, &minted, next);
+                }
+                next
+            }
+            Err(err) => {
+                this.refreshes_failed.fetch_add(1, Ordering::Relaxed);
+                let failures = this.state.load().consecutive_failures + 1;
+                let delay = backoff(failures);
+                let next = Instant::now() + delay;
+                let failure = Failure {
+                    at: SystemTime::now(),
+                    kind: err.kind(),
+                    message: err.to_string(),
+                    hint: err.hint(),
+                };
+                tracing::warn!(
+                    client = %this.name,
+                    instance = %this.instance,
+                    kind = failure.kind.as_str(),
+                    error = %failure.message,
+                    hint = failure.hint,
+                    retry_in_s = delay.as_secs_f32(),
+                    "token refresh failed; the current token (if still valid) stays in use"
+                );
+                this.store(|s| TokenState {
+                    token: s.token.clone(),
+                    last_success: s.last_success,
+                    last_error: Some(failure),
+                    consecutive_failures: failures,
+                    next_attempt: Some(next),
+                });
+                next
+            }
+        };
+        let Some(this) = cell.upgrade() else { return };
+        let nudged = async {
+            this.nudge.notified().await;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at.into()) => {}
+            _ = nudged => {}
+        }
+    }
+}
+
+fn publish(cell: &TokenCell, token: Token, minted: &Minted, next: Instant) {
+    tracing::info!(
+        client = %cell.name,
+        instance = %cell.instance,
+        expires_in_s = minted.expires_in.as_secs(),
+        "token minted"
+    );
+    cell.store(|_| TokenState {
+        token: Some(Arc::new(token)),
+        last_success: Some(minted.requested_at_wall),
+        last_error: None,
+        consecutive_failures: 0,
+        next_attempt: Some(next),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_happens_by_refresh_after_or_five_sixths_of_lifetime() {
+        let t0 = Instant::now();
+        let day = Duration::from_secs(86399);
+        let at = refresh_at(t0, day, Duration::from_secs(20 * 3600));
+        let d = at - t0;
+        assert!(d <= Duration::from_secs(20 * 3600));
+        assert!(d >= Duration::from_secs(20 * 3600 - 300));
+        // Short-lived tokens: 5/6 of 60 s = 50 s, less up to 5 % jitter.
+        let at = refresh_at(t0, Duration::from_secs(60), Duration::from_secs(20 * 3600));
+        let d = at - t0;
+        assert!(d <= Duration::from_secs(50) && d >= Duration::from_millis(47_500));
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_caps_at_five_minutes() {
+        let b1 = backoff(1);
+        assert!(b1 >= Duration::from_millis(750) && b1 <= Duration::from_secs(1));
+        let b4 = backoff(4);
+        assert!(b4 >= Duration::from_secs(6) && b4 <= Duration::from_secs(8));
+        for n in [10, 20, 40, u32::MAX] {
+            let b = backoff(n);
+            assert!(
+                b <= BACKOFF_CAP && b >= BACKOFF_CAP.mul_f64(0.75),
+                "{n}: {b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn safety_margin_is_thirty_seconds_or_a_tenth() {
+        assert_eq!(
+            safety_margin(Duration::from_secs(86399)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            safety_margin(Duration::from_secs(10)),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[test]
+    fn error_kinds_follow_rfc6749_codes() {
+        let rejected = |status, error: &str| TokenError::Rejected {
+            status,
+            error: error.into(),
+            description: None,
+        };
+        assert_eq!(
+            rejected(401, "invalid_client").kind(),
+            FailureKind::InvalidClient
+        );
+        assert_eq!(
+            rejected(400, "invalid_scope").kind(),
+            FailureKind::InvalidScope
+        );
+        assert_eq!(
+            rejected(400, "unauthorized_client").kind(),
+            FailureKind::Unauthorized
+        );
+        assert_eq!(rejected(401, "whatever").kind(), FailureKind::InvalidClient);
+        assert_eq!(rejected(400, "whatever").kind(), FailureKind::OAuth);
+        assert_eq!(
+            TokenError::Status {
+                status: 503,
+                body: String::new()
+            }
+            .kind(),
+            FailureKind::Http
+        );
+    }
+
+    #[test]
+    fn secrets_echoed_by_the_endpoint_are_redacted() {
+        assert_eq!(
+            redact("bad secret s3cr3t given", "s3cr3t"),
+            "bad secret [redacted] given"
+        );
+        assert_eq!(excerpt(b"  "), "(empty body)");
+        let long = "x".repeat(1000);
+        assert_eq!(
+            excerpt(long.as_bytes()).chars().count(),
+            ERROR_BODY_EXCERPT + 1
+        );
+    }
+
+    #[test]
+    fn token_header_is_sensitive_and_debug_hides_it() {
+        let m = Minted {
+            access_token: SecretString::from("tok-123".to_string()),
+            expires_in: Duration::from_secs(100),
+            expires_in_assumed: false,
+            scope: None,
+            requested_at: Instant::now(),
+            requested_at_wall: SystemTime::now(),
+        };
+        let t = Token::from_minted(&m).unwrap();
+        assert!(t.header.is_sensitive());
+        assert!(!format!("{t:?}").contains("tok-123"));
+        assert!(!format!("{:?}", t.header).contains("tok-123"));
+        assert!(t.is_valid_at(Instant::now()));
+        assert!(!t.is_valid_at(Instant::now() + Duration::from_secs(91)));
+    }
+}
