@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod commands;
 pub mod config;
 pub mod metrics;
 pub mod mock;
@@ -17,3 +18,19 @@ pub mod runtime;
 pub mod server;
 pub mod tls;
 pub mod token;
+
+/// An error and its causes on one line (`a: b: c`), skipping causes already quoted by the level
+/// above. For logs and `/status`; classification walks `source()` by type instead.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}

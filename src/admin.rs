@@ -1,0 +1,223 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`. Read-only; it shares the
+//! runtime snapshot and token cells with the proxy and never prints a secret or token.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{json, Value};
+
+use crate::metrics::escape;
+use crate::runtime::Shared;
+
+/// Serves one admin request.
+pub async fn handle<B>(
+    shared: Arc<Shared>,
+    req: Request<B>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method_not_allowed", "message": "the admin endpoints are read-only; use GET"}),
+        ));
+    }
+    let resp = match req.uri().path() {
+        "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        "/readyz" => readyz(&shared),
+        "/metrics" => {
+            let mut resp = Response::new(Full::new(Bytes::from(metrics(&shared))));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        "/status" => json_response(StatusCode::OK, &status(&shared)),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "not_found", "message": "admin endpoints: /healthz /readyz /metrics /status"}),
+        ),
+    };
+    Ok(resp)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// 200 only when every client holds a valid token: a load balancer should not send traffic to
+/// a replica that would answer 503 to all of it.
+fn readyz(shared: &Shared) -> Response<Full<Bytes>> {
+    let runtime = shared.runtime.load();
+    let now = Instant::now();
+    let waiting: Vec<&str> = runtime
+        .tokens
+        .values()
+        .filter(|c| !c.is_ready(now))
+        .map(|c| c.name())
+        .collect();
+    if waiting.is_empty() {
+        json_response(StatusCode::OK, &json!({"ready": true}))
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "waiting_for_token": waiting}),
+        )
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The `/status` document. Deliberately built field by field (no `Serialize` on the config
+/// types) so that adding a secret field to the config can never leak it here.
+pub fn status(shared: &Shared) -> Value {
+    let runtime = shared.runtime.load();
+    let config = &runtime.config;
+    let now = Instant::now();
+    let instances: Vec<Value> = config
+        .instances
+        .values()
+        .map(|i| {
+            json!({
+                "name": i.name,
+                "url": format!("{}{}", i.url.to_string().trim_end_matches('/'), i.base_path),
+                "token_url": i.token_url,
+            })
+        })
+        .collect();
+    let clients: Vec<Value> = runtime
+        .tokens
+        .iter()
+        .map(|(name, cell)| {
+            let state = cell.state();
+            let token = state.token.as_ref().map(|t| {
+                json!({
+                    "valid": t.is_valid_at(now),
+                    "minted_at": rfc3339(t.minted_at),
+                    "expires_at": rfc3339(t.expires_at),
+                    "seconds_left": t.remaining(now).as_secs(),
+                    "granted_scope": t.scope,
+                })
+            });
+            let last_error = state.last_error.as_ref().map(|e| {
+                json!({
+                    "at": rfc3339(e.at),
+                    "kind": e.kind.as_str(),
+                    "message": e.message,
+                    "hint": e.hint,
+                })
+            });
+            let req = cell.request();
+            json!({
+                "name": name,
+                "instance": cell.instance(),
+                "client_id": req.client_id,
+                "scopes": req.scopes,
+                "token": token,
+                "last_refresh": state.last_success.map(rfc3339),
+                "last_error": last_error,
+                "consecutive_failures": state.consecutive_failures,
+                "next_refresh_in_s": state.next_attempt.map(|a| a.saturating_duration_since(now).as_secs()),
+                "refreshes": {
+                    "success": cell.refreshes_ok.load(Ordering::Relaxed),
+                    "failure": cell.refreshes_failed.load(Ordering::Relaxed),
+                },
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = runtime
+        .routes
+        .iter()
+        .map(|(prefix, r)| {
+            let by_class: serde_json::Map<String, Value> = r
+                .metrics
+                .responses
+                .snapshot()
+                .iter()
+                .map(|(class, n)| (class.to_string(), json!(n)))
+                .collect();
+            json!({
+                "prefix": prefix,
+                "instance": r.instance.name,
+                "client": r.token.name(),
+                "timeout_s": r.timeout.as_secs_f64(),
+                "responses": by_class,
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": rfc3339(shared.started_at),
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "config": config.source.as_ref().map(|p| p.display().to_string()),
+        "ready": runtime.ready(now),
+        "instances": instances,
+        "clients": clients,
+        "routes": routes,
+    })
+}
+
+/// The Prometheus text exposition.
+pub fn metrics(shared: &Shared) -> String {
+    let runtime = shared.runtime.load();
+    let now = Instant::now();
+    let mut out = String::with_capacity(4096);
+    shared.metrics.render_requests(&mut out);
+    out.push_str(
+        "# HELP coupa_gateway_token_refreshes_total Token requests by client and result.\n",
+    );
+    out.push_str("# TYPE coupa_gateway_token_refreshes_total counter\n");
+    for (name, cell) in &runtime.tokens {
+        let name = escape(name);
+        let ok = cell.refreshes_ok.load(Ordering::Relaxed);
+        let failed = cell.refreshes_failed.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "coupa_gateway_token_refreshes_total{{client=\"{name}\",result=\"success\"}} {ok}"
+        );
+        let _ = writeln!(
+            out,
+            "coupa_gateway_token_refreshes_total{{client=\"{name}\",result=\"failure\"}} {failed}"
+        );
+    }
+    out.push_str("# HELP coupa_gateway_token_expiry_seconds Seconds until the client's token stops being used (0: no valid token).\n");
+    out.push_str("# TYPE coupa_gateway_token_expiry_seconds gauge\n");
+    for (name, cell) in &runtime.tokens {
+        let left = cell
+            .state()
+            .token
+            .as_ref()
+            .map_or(0, |t| t.remaining(now).as_secs());
+        let _ = writeln!(
+            out,
+            "coupa_gateway_token_expiry_seconds{{client=\"{}\"}} {left}",
+            escape(name)
+        );
+    }
+    out.push_str("# HELP coupa_gateway_ready 1 when every client holds a valid token.\n");
+    out.push_str("# TYPE coupa_gateway_ready gauge\n");
+    let _ = writeln!(out, "coupa_gateway_ready {}", u8::from(runtime.ready(now)));
+    out.push_str("# HELP coupa_gateway_uptime_seconds Seconds since the process started.\n");
+    out.push_str("# TYPE coupa_gateway_uptime_seconds gauge\n");
+    let _ = writeln!(
+        out,
+        "coupa_gateway_uptime_seconds {}",
+        shared.started.elapsed().as_secs()
+    );
+    out
+}

@@ -1,0 +1,105 @@
+//! The request path's one error type and the one place that turns it into a response.
+//!
+//! Statuses never blame the caller for the gateway's or Coupa's failure: 502 when Coupa could not
+//! be reached or broke the exchange, 504 when it was too slow, 503 (+ `Retry-After`) when the
+//! gateway holds no valid token. 401 is never produced for the gateway's own failures, because
+//! integrations treat 401 as "my credentials are wrong" and page a human.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use super::{Body, REQUEST_ID};
+
+/// Everything that can stop a request on its way to or from Coupa.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route prefix matches the path.
+    #[error("no route matches this path; the gateway serves only its configured prefixes")]
+    NoRoute,
+    /// The path could escape its route or confuse the upstream.
+    #[error("rejected path: {0}")]
+    BadPath(&'static str),
+    /// The route's client holds no valid token (startup, or the token endpoint is failing).
+    #[error("the gateway holds no valid OAuth token for client \"{client}\" yet; it is retrying (see the admin /status page)")]
+    NoToken {
+        /// The client's name.
+        client: String,
+        /// Seconds until the next token attempt.
+        retry_after: u64,
+    },
+    /// Coupa could not be reached (DNS, refused connection, TLS).
+    #[error("could not connect to the Coupa instance")]
+    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    /// Coupa took longer than the route's timeout to answer (or to accept the connection).
+    #[error("the Coupa instance did not answer in time")]
+    UpstreamTimeout,
+    /// The exchange with Coupa failed after connecting (reset, malformed response).
+    #[error("the Coupa instance closed or broke the connection")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+    /// The gateway could not build the upstream request (should not happen with a validated
+    /// config; reported as ours, not the caller's).
+    #[error("internal error building the upstream request")]
+    Internal(#[source] http::Error),
+}
+
+impl ProxyError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON body and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::NoToken { .. } => "token_unavailable",
+            ProxyError::UpstreamConnect(_) => "upstream_unreachable",
+            ProxyError::UpstreamTimeout => "upstream_timeout",
+            ProxyError::Upstream(_) => "upstream_failed",
+            ProxyError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Renders `{"error": code, "message": ..., "request_id": ...}` with the right status and,
+    /// for 503, a `Retry-After`.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+        let status = self.status();
+        if status.is_server_error() {
+            // Error path only: a failing upstream is worth a log line per request.
+            tracing::warn!(
+                status = status.as_u16(),
+                error = self.code(),
+                cause = %crate::error_chain(&self),
+                request_id = request_id.to_str().unwrap_or("-"),
+                "request failed"
+            );
+        }
+        let body = serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "request_id": request_id.to_str().unwrap_or(""),
+        });
+        let mut resp = Response::new(Body::Right(Full::new(Bytes::from(body.to_string()))));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(REQUEST_ID.clone(), request_id.clone());
+        if let ProxyError::NoToken { retry_after, .. } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        resp
+    }
+}

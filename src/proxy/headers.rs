@@ -1,0 +1,161 @@
+//! Header rewriting between the integration and Coupa.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the non-standard `Keep-Alive` and
+/// `Proxy-Connection` that old clients still send). Static so `remove` does not parse names.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// The legacy Coupa API key header; `HeaderName`s are lowercase, so removal is case-insensitive.
+pub static COUPA_API_KEY: HeaderName = HeaderName::from_static("x-coupa-api-key");
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+/// `Transfer-Encoding` goes too: hyper re-frames the body for its own hop.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are per-hop by declaration (RFC 9110 §7.6.1).
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Rewrites the integration's request headers for Coupa in place: hop-by-hop and the caller's
+/// credentials out, the bearer and forwarding headers in.
+pub fn rewrite_request(
+    headers: &mut HeaderMap,
+    upstream_host: &HeaderValue,
+    bearer: HeaderValue,
+    peer_ip: &HeaderValue,
+    proto: &HeaderValue,
+) {
+    remove_hop_by_hop(headers);
+    headers.remove(&COUPA_API_KEY);
+    // `insert` below replaces every Authorization value the caller sent.
+    headers.insert(header::AUTHORIZATION, bearer);
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert(&X_FORWARDED_HOST, host);
+    }
+    headers.insert(header::HOST, upstream_host.clone());
+    append_forwarded_for(headers, peer_ip);
+    headers.insert(&X_FORWARDED_PROTO, proto.clone());
+}
+
+/// Appends the peer to `X-Forwarded-For`, folding repeated headers into one list.
+fn append_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
+    let mut existing = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    if existing.peek().is_none() {
+        headers.insert(&X_FORWARDED_FOR, peer_ip.clone());
+        return;
+    }
+    let mut joined = Vec::with_capacity(64);
+    for v in existing {
+        joined.extend_from_slice(v.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(peer_ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(mut h: HeaderMap) -> HeaderMap {
+        rewrite_request(
+            &mut h,
+            &HeaderValue::from_static("acme.coupahost.com"),
+            HeaderValue::from_static("Bearer T"),
+            &HeaderValue::from_static("10.1.2.3"),
+            &HeaderValue::from_static("http"),
+        );
+        h
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Coupa-Api-Key", HeaderValue::from_static("legacy"));
+        h.append(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer other"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert(header::HOST, HeaderValue::from_static("gateway.local:8080"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let h = rewrite(h);
+        assert!(h.get("x-coupa-api-key").is_none());
+        assert_eq!(h.get_all(header::AUTHORIZATION).iter().count(), 1);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer T");
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone} should be removed");
+        }
+        assert_eq!(h[header::HOST], "acme.coupahost.com");
+        assert_eq!(h["x-forwarded-host"], "gateway.local:8080");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h[header::ACCEPT], "application/json");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("2.2.2.2, 3.3.3.3"),
+        );
+        let h = rewrite(h);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.1.2.3");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+}
