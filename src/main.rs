@@ -1,1 +1,121 @@
-fn main() {}
+//! The `coupa-gateway` command line: argument parsing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coupa_gateway::commands;
+
+#[derive(Parser)]
+#[command(
+    name = "coupa-gateway",
+    version,
+    about = "Authenticating reverse proxy: legacy Coupa API-key integrations in, OAuth 2.0 bearer tokens out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            default_value = "proxy.toml",
+            env = "COUPA_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print the routing table; exits non-zero on error.
+    Check {
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            default_value = "proxy.toml",
+            env = "COUPA_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Connectivity test: fetch a token for CLIENT and print instance, granted scope and lifetime.
+    Token {
+        /// The client's name (`[clients.NAME]`).
+        client: String,
+        /// The configuration file.
+        #[arg(
+            long,
+            short,
+            default_value = "proxy.toml",
+            env = "COUPA_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// Also print the access token (it grants API access: handle with care).
+        #[arg(long)]
+        show_token: bool,
+    },
+    /// Run the built-in mock Coupa (instances "prod" and "test") on its own.
+    Mock {
+        /// Address of the mock "prod" instance.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        prod: std::net::SocketAddr,
+        /// Address of the mock "test" instance.
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        test: std::net::SocketAddr,
+    },
+    /// The mock Coupa and the gateway in one process, with ready-to-paste curl lines.
+    Demo {
+        /// The configuration file (the default one targets the mock).
+        #[arg(
+            long,
+            short,
+            default_value = "proxy.toml",
+            env = "COUPA_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// Address of the mock "prod" instance.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        prod: std::net::SocketAddr,
+        /// Address of the mock "test" instance.
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        test: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    commands::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => commands::serve(&config).await,
+            Command::Check { config } => commands::check(&config),
+            Command::Token {
+                client,
+                config,
+                show_token,
+            } => commands::token(&config, &client, show_token).await,
+            Command::Mock { prod, test } => commands::mock(prod, test).await,
+            Command::Demo { config, prod, test } => commands::demo(&config, prod, test).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! What each CLI subcommand does. `main.rs` only parses arguments and calls these; they return
+//! `Err(message)` for the binary to print and exit non-zero.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+
+use crate::config::Config;
+use crate::mock::{MockClient, MockConfig, MockCoupa};
+use crate::server::Gateway;
+use crate::token::{self, FailureKind, TokenRequest};
+
+/// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    Config::from_file(path).map_err(|e| e.to_string())
+}
+
+/// `coupa-gateway serve`: run until SIGINT/SIGTERM.
+pub async fn serve(path: &Path) -> Result<(), String> {
+    let config = load(path)?;
+    let gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    gateway.shutdown();
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `coupa-gateway check`: validate and print the routing table.
+pub fn check(path: &Path) -> Result<(), String> {
+    let config = load(path)?;
+    println!("{}: OK\n", path.display());
+    println!("{}", config.describe_routes());
+    Ok(())
+}
+
+/// `coupa-gateway token CLIENT`: the migration guide's connectivity test.
+pub async fn token(path: &Path, client: &str, show_token: bool) -> Result<(), String> {
+    let config = load(path)?;
+    let Some(c) = config.clients.get(client) else {
+        let known: Vec<&str> = config.clients.keys().map(String::as_str).collect();
+        return Err(format!(
+            "no client named {client:?} in {}; known: {}",
+            path.display(),
+            known.join(", ")
+        ));
+    };
+    let instance = &config.instances[&c.instance];
+    let request = TokenRequest::new(c, instance);
+    let http = token::http_client(crate::tls::client_config());
+    println!("client:     {client}");
+    println!("instance:   {} ({})", instance.name, instance.url);
+    println!("token URL:  {}", request.token_url);
+    println!("requesting: {}", request.scopes.join(" "));
+    match token::fetch(&http, &request).await {
+        Ok(minted) => {
+            match &minted.scope {
+                Some(s) => println!("granted:    {s}"),
+                None => println!("granted:    (not echoed by the token endpoint)"),
+            }
+            let secs = minted.expires_in.as_secs();
+            let assumed = if minted.expires_in_assumed {
+                " (not sent; assumed)"
+            } else {
+                ""
+            };
+            println!(
+                "expires_in: {secs} s ({}){assumed}",
+                humantime::format_duration(Duration::from_secs(secs))
+            );
+            if show_token {
+                println!("token:      {}", minted.access_token.expose_secret());
+            } else {
+                println!("token:      (hidden; add --show-token to print it)");
+            }
+            println!("\nOK: the client can mint tokens. Coupa advises waiting ~5 s before a new token's first use.");
+            Ok(())
+        }
+        Err(err) => {
+            let kind = err.kind();
+            // A connect failure may be DNS: ask the resolver directly rather than parse text.
+            if kind == FailureKind::Connect && !resolves(&request.token_url).await {
+                return Err(format!(
+                    "token request failed: cannot resolve the host of {} (DNS); check the instance URL and the machine's resolver",
+                    request.token_url
+                ));
+            }
+            Err(format!(
+                "token request failed ({}): {err}\nhint: {}",
+                kind.as_str(),
+                err.hint()
+            ))
+        }
+    }
+}
+
+async fn resolves(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else { return false };
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    tokio::net::lookup_host((host, port))
+        .await
+        .is_ok_and(|mut a| a.next().is_some())
+}
+
+/// Scopes the demo clients are granted: the master-data and transactional resources the mock
+/// serves, read and write.
+const DEMO_SCOPES: &[&str] = &[
+    "core.accounting.read",
+    "core.accounting.write",
+    "core.common.read",
+    "core.common.write",
+    "core.expense.read",
+    "core.inventory.receiving.read",
+    "core.invoice.read",
+    "core.invoice.write",
+    "core.purchase_order.read",
+    "core.purchase_order.write",
+    "core.requisition.read",
+    "core.supplier.read",
+    "core.supplier.write",
+    "core.user.read",
+    "core.user.write",
+];
+
+/// The legacy API key the demo instances still accept (the gateway strips it).
+pub const DEMO_API_KEY: &str = "demo-legacy-api-key-0000000000000000000000";
+
+/// The mock instance `name` with the client the default `proxy.toml` uses.
+pub fn demo_instance(name: &str, listen: SocketAddr) -> MockConfig {
+    let mut cfg = MockConfig::new(name);
+    cfg.listen = listen;
+    cfg.clients.push(MockClient {
+        id: format!("demo-{name}-client"),
+        secret: format!("demo-{name}-secret"),
+        scopes: DEMO_SCOPES.iter().map(|s| s.to_string()).collect(),
+    });
+    cfg.api_keys.push(DEMO_API_KEY.to_string());
+    cfg
+}
+
+async fn start_mocks(prod: SocketAddr, test: SocketAddr) -> Result<(MockCoupa, MockCoupa), String> {
+    let start = |name: &'static str, addr: SocketAddr| async move {
+        MockCoupa::start(demo_instance(name, addr))
+            .await
+            .map_err(|e| {
+                format!(
+                    "mock {name}: cannot listen on {addr}: {e}; pass --{name} with a free address"
+                )
+            })
+    };
+    Ok((start("prod", prod).await?, start("test", test).await?))
+}
+
+/// `coupa-gateway mock`: the two demo instances until Ctrl-C.
+pub async fn mock(prod: SocketAddr, test: SocketAddr) -> Result<(), String> {
+    let (p, t) = start_mocks(prod, test).await?;
+    println!(
+        "mock Coupa \"prod\" on {}  (client demo-prod-client / demo-prod-secret)",
+        p.url()
+    );
+    println!(
+        "mock Coupa \"test\" on {}  (client demo-test-client / demo-test-secret)",
+        t.url()
+    );
+    println!("legacy API key accepted by both: {DEMO_API_KEY}");
+    wait_for_signal().await;
+    Ok(())
+}
+
+/// `coupa-gateway demo`: mock + gateway, then curl lines to paste.
+pub async fn demo(path: &Path, prod: SocketAddr, test: SocketAddr) -> Result<(), String> {
+    let config = load(path)?;
+    let (_p, _t) = start_mocks(prod, test).await?;
+    let listen = config.server.listen;
+    let routes: Vec<String> = config.routes.iter().map(|r| r.prefix.clone()).collect();
+    let gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+    if !gateway.wait_ready(Duration::from_secs(10)).await {
+        eprintln!(
+            "warning: not every client has a token yet; see http://{}/status",
+            gateway.admin_addr()
+        );
+    }
+    let base = format!("http://{listen}");
+    println!("\ncoupa-gateway demo: the mock Coupa is behind the gateway. Try:\n");
+    for prefix in &routes {
+        println!("  curl -s -H 'Accept: application/json' '{base}{prefix}/api/suppliers?limit=2'");
+    }
+    if let Some(prefix) = routes.first() {
+        println!("  curl -s -H 'X-COUPA-API-KEY: {DEMO_API_KEY}' '{base}{prefix}/api/invoices/1'     # legacy key stripped, bearer injected");
+        println!("  curl -s -H 'Accept: application/json' '{base}{prefix}/api/invoices?fields=[\"id\",\"status\"]&updated-at[gt]=2024-01-01'");
+    }
+    println!("  curl -s http://{}/status", gateway.admin_addr());
+    println!("  curl -s http://{}/metrics", gateway.admin_addr());
+    println!("\nCtrl-C stops the demo.");
+    wait_for_signal().await;
+    gateway.shutdown();
+    Ok(())
+}
