@@ -1,0 +1,231 @@
+//! Shared test harness: mock Coupa instances and a gateway on `127.0.0.1:0`, plus an HTTP
+//! client that sends request targets exactly as written (no URL normalisation).
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use coupa_gateway::commands::demo_instance;
+use coupa_gateway::config::Config;
+use coupa_gateway::mock::{MockConfig, MockCoupa};
+use coupa_gateway::server::Gateway;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Secrets of the mock clients, as the default test config uses them.
+pub const PROD_SECRET: &str = "demo-prod-secret";
+pub const TEST_SECRET: &str = "demo-test-secret";
+
+/// A mock instance like the demo's, on an ephemeral port, with no rate limit (the gateway's
+/// own limiter is tested separately; here load must not collect 429s).
+pub async fn mock(name: &str) -> MockCoupa {
+    mock_with(demo_instance(name, "127.0.0.1:0".parse().unwrap()).rate_limit(None)).await
+}
+
+pub async fn mock_with(cfg: MockConfig) -> MockCoupa {
+    MockCoupa::start(cfg).await.expect("mock starts")
+}
+
+/// The TOML for a gateway in front of `prod` and `test` (any URLs), listeners on port 0.
+/// `client_extra` is appended to both client tables (e.g. `token_warmup = "0s"`).
+pub fn two_instance_toml(prod_url: &str, test_url: &str, client_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+
+[instances.prod]
+url = "{prod_url}"
+[instances.test]
+url = "{test_url}"
+
+[clients.prod-main]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret = "${{PROD_SECRET}}"
+scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
+{client_extra}
+
+[clients.test-main]
+instance = "test"
+client_id = "demo-test-client"
+client_secret = "${{TEST_SECRET}}"
+scopes = ["core.invoice.read", "core.supplier.read"]
+{client_extra}
+
+[[routes]]
+prefix = "/prod"
+instance = "prod"
+client = "prod-main"
+
+[[routes]]
+prefix = "/test"
+instance = "test"
+client = "test-main"
+"#
+    )
+}
+
+/// Parses test TOML with the two mock secrets in its environment.
+pub fn config(toml: &str) -> Config {
+    let env = |name: &str| match name {
+        "PROD_SECRET" => Some(PROD_SECRET.to_string()),
+        "TEST_SECRET" => Some(TEST_SECRET.to_string()),
+        _ => None,
+    };
+    Config::parse(toml, &env, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// Two mock instances and a ready gateway in front of them.
+pub struct Env {
+    pub prod: MockCoupa,
+    pub test: MockCoupa,
+    pub gw: Gateway,
+    pub http: Http,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with("").await
+    }
+
+    pub async fn start_with(client_extra: &str) -> Env {
+        let prod = mock("prod").await;
+        let test = mock("test").await;
+        let cfg = config(&two_instance_toml(&prod.url(), &test.url(), client_extra));
+        let gw = Gateway::start(cfg).await.expect("gateway starts");
+        assert!(
+            gw.wait_ready(Duration::from_secs(10)).await,
+            "gateway not ready"
+        );
+        Env {
+            prod,
+            test,
+            gw,
+            http: Http::new(),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the proxy listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gw.addr(), path)
+    }
+
+    /// The same on the admin listener.
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{}", self.gw.admin_addr(), path)
+    }
+}
+
+/// A pooled hyper client that sends URIs as given.
+#[derive(Clone)]
+pub struct Http(Client<HttpConnector, TestBody>);
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn full(data: impl Into<Bytes>) -> TestBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+impl Http {
+    pub fn new() -> Self {
+        Http(Client::builder(TokioExecutor::new()).build_http())
+    }
+
+    pub async fn send(&self, req: Request<TestBody>) -> Reply {
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.0.request(req))
+            .await
+            .expect("response within 30 s")
+            .expect("request succeeds");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request(Method::GET, url, headers, Bytes::new()).await
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(full(body)).unwrap()).await
+    }
+}
+
+/// Sends `raw` bytes on a fresh connection and returns the status code and the raw response:
+/// for request targets no client library would send unmodified.
+pub async fn raw(addr: std::net::SocketAddr, raw: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("raw response within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// A loopback address nothing listens on (bound, then released).
+pub async fn dead_addr() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}

@@ -1,0 +1,335 @@
+//! End-to-end behaviour of the request path against two mock Coupa instances.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use coupa_gateway::server::Gateway;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use sha2::{Digest, Sha256};
+
+#[tokio::test]
+async fn routes_by_prefix_to_two_instances_and_strips_the_prefix() {
+    let env = Env::start().await;
+    let r = env
+        .http
+        .get(
+            &env.url("/prod/api/suppliers?limit=2"),
+            &[("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    let r = env.http.get(&env.url("/test/api/invoices/1"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        r.text().starts_with("<?xml"),
+        "Coupa answers XML by default: {}",
+        r.text()
+    );
+
+    let prod = env.prod.requests();
+    let test = env.test.requests();
+    assert_eq!(prod.len(), 1);
+    assert_eq!(test.len(), 1);
+    assert_eq!(prod[0].target, "/api/suppliers?limit=2");
+    assert_eq!(test[0].target, "/api/invoices/1");
+}
+
+#[tokio::test]
+async fn query_strings_reach_coupa_byte_for_byte() {
+    let env = Env::start().await;
+    // Real integration queries: JSON in `fields` (raw brackets and braces; quotes as %22, since
+    // hyper's request-target parser rejects a raw `"`), bracket filters, encoded `+` and `:`,
+    // mixed-case escapes and a raw `|` — none may be decoded or re-encoded.
+    let target = r#"/prod/api/invoices?fields=[%22id%22,{%22supplier%22:[%22name%22]}]&updated-at[gt]=2024-01-01T00%3a00%3A00%2B00%3A00&status[in]=approved,pending&q=a|b&exported=false"#;
+    let (status, text) = raw(
+        env.gw.addr(),
+        &format!("GET {target} HTTP/1.1\r\nHost: gw\r\nAccept: application/json\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let seen = env.prod.requests();
+    assert_eq!(
+        seen.last().unwrap().target,
+        target.strip_prefix("/prod").unwrap()
+    );
+}
+
+#[tokio::test]
+async fn bearer_is_injected_and_caller_credentials_never_reach_coupa() {
+    let env = Env::start().await;
+    let r = env
+        .http
+        .get(
+            &env.url("/prod/api/invoices?limit=1"),
+            &[
+                ("X-COUPA-API-KEY", "legacy-key-must-not-leak"),
+                ("authorization", "Basic dXNlcjpwYXNz"),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Lowercase spelling too, as in Coupa's own attachment examples.
+    let r = env
+        .http
+        .get(
+            &env.url("/prod/api/invoices?limit=1"),
+            &[("x-coupa-api-key", "legacy-key-must-not-leak")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    for req in env.prod.requests() {
+        assert!(
+            req.header("x-coupa-api-key").is_none(),
+            "legacy key forwarded: {:?}",
+            req.headers
+        );
+        let auths: Vec<_> = req.headers.get_all("authorization").iter().collect();
+        assert_eq!(auths.len(), 1);
+        let auth = auths[0].to_str().unwrap();
+        assert!(auth.starts_with("Bearer ") && auth.len() > 30, "{auth}");
+        assert_eq!(
+            req.header("host"),
+            Some(env.prod.addr().to_string().as_str())
+        );
+        assert_eq!(req.header("x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(req.header("x-forwarded-proto"), Some("http"));
+        assert!(req.header("x-request-id").is_some());
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_and_request_id_kept() {
+    let env = Env::start().await;
+    let r = env
+        .http
+        .get(
+            &env.url("/prod/api/suppliers/1"),
+            &[
+                ("connection", "keep-alive, x-hop-secret"),
+                ("x-hop-secret", "only for the gateway"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                ("te", "trailers"),
+                ("x-request-id", "erp-run-42"),
+                ("x-custom", "kept"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers["x-request-id"], "erp-run-42");
+    let req = env.prod.requests().pop().unwrap();
+    for gone in [
+        "connection",
+        "x-hop-secret",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+    ] {
+        assert!(
+            req.header(gone).is_none(),
+            "{gone} reached Coupa: {:?}",
+            req.headers
+        );
+    }
+    assert_eq!(req.header("x-custom"), Some("kept"));
+    assert_eq!(req.header("x-request-id"), Some("erp-run-42"));
+}
+
+#[tokio::test]
+async fn unknown_prefix_is_404_json() {
+    let env = Env::start().await;
+    for path in ["/production/api/invoices", "/api/invoices", "/"] {
+        let r = env.http.get(&env.url(path), &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        let j = r.json();
+        assert_eq!(j["error"], "no_route");
+        assert!(!j["request_id"].as_str().unwrap().is_empty());
+    }
+    assert!(env.prod.requests().is_empty() && env.test.requests().is_empty());
+}
+
+#[tokio::test]
+async fn traversal_attempts_are_400_and_never_forwarded() {
+    let env = Env::start().await;
+    for target in [
+        "/prod/../test/api/invoices",
+        "/prod/%2e%2e/test/api/invoices",
+        "/prod/api/..%2Finvoices",
+        "/prod/api%2Finvoices",
+        "/prod/api%5Cinvoices",
+        "/prod/api/invoices/%00",
+        "/prod/api/./invoices",
+    ] {
+        let (status, text) = raw(
+            env.gw.addr(),
+            &format!("GET {target} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 400, "{target}: {text}");
+        assert!(text.contains("\"bad_path\""), "{text}");
+    }
+    assert!(env.prod.requests().is_empty() && env.test.requests().is_empty());
+}
+
+#[tokio::test]
+async fn upstream_down_is_502() {
+    let token_mock = mock("prod").await;
+    let dead = dead_addr().await;
+    // Tokens come from a live mock; the API host itself refuses connections.
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[instances.prod]
+url = "http://{dead}"
+token_url = "{}/oauth2/token"
+[clients.prod-main]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret = "${{PROD_SECRET}}"
+scopes = ["core.invoice.read"]
+[[routes]]
+prefix = "/prod"
+instance = "prod"
+"#,
+        token_mock.url()
+    );
+    let gw = Gateway::start(config(&toml)).await.unwrap();
+    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let r = Http::new()
+        .get(&format!("http://{}/prod/api/invoices", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+}
+
+#[tokio::test]
+async fn upstream_slow_is_504() {
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let toml = two_instance_toml(&prod.url(), &test.url(), "").replace(
+        "client = \"prod-main\"\n",
+        "client = \"prod-main\"\ntimeout = \"300ms\"\n",
+    );
+    let gw = Gateway::start(config(&toml)).await.unwrap();
+    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    prod.faults().set_api_delay(Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let r = Http::new()
+        .get(&format!("http://{}/prod/api/invoices", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "timeout not applied"
+    );
+    // The other route has the default timeout and is unaffected.
+    let r = Http::new()
+        .get(&format!("http://{}/test/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+const BIG: usize = 20 * 1024 * 1024;
+
+#[tokio::test]
+async fn twenty_megabyte_upload_streams_through_intact() {
+    let env = Env::start().await;
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<Bytes, Box<dyn std::error::Error + Send + Sync>>::new(4);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(env.url("/prod/api/invoices/1/attachments"))
+        .header("content-type", "application/octet-stream")
+        .body(body.boxed())
+        .unwrap();
+    let http = env.http.clone();
+    let reply = tokio::spawn(async move { http.send(req).await });
+
+    let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let mut hasher = Sha256::new();
+    let mut sent = 0;
+    while sent < BIG / 2 {
+        tx.send_data(Bytes::from(chunk.clone())).await.unwrap();
+        hasher.update(&chunk);
+        sent += chunk.len();
+    }
+    // Half sent and the body not finished: a buffering proxy would not have forwarded a byte.
+    let faults = env.prod.faults();
+    assert!(
+        eventually(Duration::from_secs(10), || faults.upload_bytes_received()
+            >= (BIG / 4) as u64)
+        .await,
+        "Coupa saw only {} bytes while the caller was still sending: the gateway buffers uploads",
+        faults.upload_bytes_received()
+    );
+    while sent < BIG {
+        tx.send_data(Bytes::from(chunk.clone())).await.unwrap();
+        hasher.update(&chunk);
+        sent += chunk.len();
+    }
+    drop(tx);
+    let r = reply.await.unwrap();
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["file-size"].as_u64(), Some(BIG as u64));
+    assert_eq!(j["sha256"].as_str().unwrap(), hex(&hasher.finalize()));
+}
+
+#[tokio::test]
+async fn twenty_megabyte_download_streams_through_intact() {
+    let env = Env::start().await;
+    env.prod.faults().set_download_size(BIG as u64);
+    env.prod.faults().hold_download_midway(true);
+    let req = Request::builder()
+        .uri(env.url("/prod/api/attachments/1"))
+        .body(full(Bytes::new()))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<TestBody>();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let expected = resp.headers()["x-mock-sha256"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut body = resp.into_body();
+    let mut hasher = Sha256::new();
+    let mut got = 0usize;
+    // Coupa holds the second half back: the first half must reach us anyway.
+    while got < BIG / 2 {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("first half arrives while Coupa holds the rest: the gateway buffers downloads")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            got += data.len();
+            hasher.update(&data);
+        }
+    }
+    env.prod.faults().release_download();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            got += data.len();
+            hasher.update(&data);
+        }
+    }
+    assert_eq!(got, BIG);
+    assert_eq!(hex(&hasher.finalize()), expected);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
