@@ -1,0 +1,199 @@
+//! The command line and the shipped `proxy.toml`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use coupa_gateway::config::Config;
+use coupa_gateway::server::Gateway;
+
+fn bin() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coupa-gateway"));
+    cmd.env_remove("COUPA_GATEWAY_CONFIG")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("coupa-gateway-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn run(cmd: &mut tokio::process::Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("command finishes")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn shipped_proxy_toml_works_against_the_demo_mocks() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml");
+    let mut cfg = Config::from_file(path.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+    // Same file, ephemeral ports: proves its client ids, secrets and scopes match the demo.
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    cfg.server.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
+    for (name, m) in [("prod", &prod), ("test", &test)] {
+        let mut inst = (*cfg.instances[name]).clone();
+        inst.url = m.url().parse().unwrap();
+        inst.token_url = m.token_url();
+        cfg.instances.insert(name.to_string(), inst.into());
+    }
+    let gw = Gateway::start(cfg).await.unwrap();
+    assert!(
+        gw.wait_ready(Duration::from_secs(10)).await,
+        "demo clients cannot mint tokens"
+    );
+    for prefix in ["/prod", "/test"] {
+        let r = Http::new()
+            .get(
+                &format!("http://{}{prefix}/api/suppliers?limit=1", gw.addr()),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{prefix}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn check_prints_the_routing_table_or_every_problem() {
+    let (code, out, err) = run(bin().args([
+        "check",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/proxy.toml"),
+    ]))
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("/prod/...") && out.contains("client prod-main"),
+        "{out}"
+    );
+    assert!(!out.contains("demo-prod-secret"));
+
+    let dir = TempDir::new("check");
+    let bad = dir.file(
+        "bad.toml",
+        &two_instance_toml("http://127.0.0.1:1", "http://127.0.0.1:2", "")
+            .replace("client = \"test-main\"", "client = \"test-mian\""),
+    );
+    let (code, _out, err) = run(bin()
+        .args(["check", "--config"])
+        .arg(&bad)
+        .env("PROD_SECRET", "x"))
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("routes[1].client") && err.contains("test-mian"),
+        "{err}"
+    );
+    assert!(
+        err.contains("TEST_SECRET"),
+        "the missing variable is named too: {err}"
+    );
+}
+
+#[tokio::test]
+async fn token_command_is_a_connectivity_test() {
+    let prod = mock("prod").await;
+    let dir = TempDir::new("token");
+    let toml = format!(
+        r#"
+[instances.prod]
+url = "{}"
+[clients.good]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret_file = "secret.txt"
+scopes = ["core.invoice.read", "core.supplier.read"]
+[clients.bad-secret]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret = "not-the-secret"
+scopes = ["core.invoice.read"]
+[clients.bad-scope]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret_file = "secret.txt"
+scopes = ["core.budget.write"]
+[[routes]]
+prefix = "/prod"
+instance = "prod"
+client = "good"
+"#,
+        prod.url()
+    );
+    let cfg = dir.file("proxy.toml", &toml);
+    dir.file("secret.txt", &format!("{PROD_SECRET}\n"));
+
+    let (code, out, err) = run(bin().args(["token", "good", "--config"]).arg(&cfg)).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("granted:    core.invoice.read core.supplier.read"),
+        "{out}"
+    );
+    assert!(out.contains("expires_in: 86399 s"), "{out}");
+    assert!(out.contains("(hidden"), "{out}");
+    let (code, shown, _) = run(bin()
+        .args(["token", "good", "--show-token", "--config"])
+        .arg(&cfg))
+    .await;
+    assert_eq!(code, 0);
+    let token_line = shown.lines().find(|l| l.starts_with("token:")).unwrap();
+    assert!(
+        token_line.len() > 40 && !token_line.contains("hidden"),
+        "{token_line}"
+    );
+
+    let (code, _, err) = run(bin().args(["token", "bad-secret", "--config"]).arg(&cfg)).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid_client") && err.contains("client_secret"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-secret"), "{err}");
+    let (code, _, err) = run(bin().args(["token", "bad-scope", "--config"]).arg(&cfg)).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid_scope") && err.contains("core.budget.write"),
+        "{err}"
+    );
+    let (code, _, err) = run(bin().args(["token", "nobody", "--config"]).arg(&cfg)).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("known: bad-scope, bad-secret, good"), "{err}");
+
+    let dead = dead_addr().await;
+    let (code, _, err) = run(bin().args(["token", "good", "--config"]).arg(dir.file(
+        "dead.toml",
+        &toml.replace(&prod.url(), &format!("http://{dead}")),
+    )))
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("(connect)"), "{err}");
+}
