@@ -222,7 +222,7 @@ pub async fn demo(path: &Path, prod: SocketAddr, test: SocketAddr) -> Result<(),
     }
     if let Some(prefix) = routes.first() {
         println!("  curl -s -H 'X-COUPA-API-KEY: {DEMO_API_KEY}' '{base}{prefix}/api/invoices/1'     # legacy key stripped, bearer injected");
-        println!("  curl -s -H 'Accept: application/json' '{base}{prefix}/api/invoices?fields=[\"id\",\"status\"]&updated-at[gt]=2024-01-01'");
+        println!("  curl -sg -H 'Accept: application/json' '{base}{prefix}/api/invoices?fields=[%22id%22,%22status%22]&updated-at[gt]=2024-01-01'");
     }
     println!("  curl -s http://{}/status", gateway.admin_addr());
     println!("  curl -s http://{}/metrics", gateway.admin_addr());

@@ -333,3 +333,26 @@ async fn twenty_megabyte_download_streams_through_intact() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn http2_callers_are_served_too() {
+    let env = Env::start().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<TestBody>();
+    let req = Request::builder()
+        .uri(env.url("/prod/api/suppliers?limit=3"))
+        .header("accept", "application/json")
+        .body(full(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let rows: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3);
+    // Coupa is spoken to in HTTP/1.1 whatever the caller used.
+    let seen = env.prod.requests().pop().unwrap();
+    assert_eq!(seen.target, "/api/suppliers?limit=3");
+    assert!(seen.header("authorization").unwrap().starts_with("Bearer "));
+}
