@@ -13,6 +13,7 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 use crate::metrics::escape;
+use crate::migration;
 use crate::runtime::Shared;
 
 /// Serves one admin request.
@@ -100,6 +101,8 @@ pub fn status(shared: &Shared) -> Value {
             })
         })
         .collect();
+    let (integrations, mut scope_reports) =
+        migration::report(&runtime, &shared.tracker, SystemTime::now());
     let clients: Vec<Value> = runtime
         .tokens
         .iter()
@@ -137,6 +140,7 @@ pub fn status(shared: &Shared) -> Value {
                     "success": cell.refreshes_ok.load(Ordering::Relaxed),
                     "failure": cell.refreshes_failed.load(Ordering::Relaxed),
                 },
+                "scope_report": scope_reports.remove(name),
             })
         })
         .collect();
@@ -151,10 +155,20 @@ pub fn status(shared: &Shared) -> Value {
                 .iter()
                 .map(|(class, n)| (class.to_string(), json!(n)))
                 .collect();
+            let callers: Vec<&str> = config
+                .integrations
+                .iter()
+                .filter(|g| g.routes.iter().any(|p| p == prefix))
+                .map(|g| g.name.as_str())
+                .collect();
             json!({
                 "prefix": prefix,
                 "instance": r.instance.name,
-                "client": r.token.name(),
+                "client": r.client,
+                "mode": r.mode.as_str(),
+                "scope_check": r.scope_check.as_str(),
+                "anonymous_allowed": r.open,
+                "integrations": callers,
                 "timeout_s": r.timeout.as_secs_f64(),
                 "responses": by_class,
             })
@@ -169,6 +183,23 @@ pub fn status(shared: &Shared) -> Value {
         "instances": instances,
         "clients": clients,
         "routes": routes,
+        "integrations": integrations,
+        "reload": reload_status(shared),
+    })
+}
+
+fn reload_status(shared: &Shared) -> Value {
+    let r = shared
+        .reload
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    json!({
+        "last_at": r.at.map(rfc3339),
+        "last_error": r.error,
+        "restart_required": r.restart_required,
+        "applied": r.applied,
+        "refused": r.refused,
     })
 }
 
@@ -209,6 +240,24 @@ pub fn metrics(shared: &Shared) -> String {
             escape(name)
         );
     }
+    migration::render_metrics(&shared.tracker, &mut out);
+    let reload = shared
+        .reload
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    out.push_str("# HELP coupa_gateway_config_reloads_total Configuration reloads by result.\n");
+    out.push_str("# TYPE coupa_gateway_config_reloads_total counter\n");
+    let _ = writeln!(
+        out,
+        "coupa_gateway_config_reloads_total{{result=\"applied\"}} {}",
+        reload.applied
+    );
+    let _ = writeln!(
+        out,
+        "coupa_gateway_config_reloads_total{{result=\"refused\"}} {}",
+        reload.refused
+    );
     out.push_str("# HELP coupa_gateway_ready 1 when every client holds a valid token.\n");
     out.push_str("# TYPE coupa_gateway_ready gauge\n");
     let _ = writeln!(out, "coupa_gateway_ready {}", u8::from(runtime.ready(now)));

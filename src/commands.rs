@@ -29,7 +29,8 @@ fn load(path: &Path) -> Result<Config, String> {
 /// `coupa-gateway serve`: run until SIGINT/SIGTERM.
 pub async fn serve(path: &Path) -> Result<(), String> {
     let config = load(path)?;
-    let gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+    let mut gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+    gateway.watch_config(path.to_path_buf());
     wait_for_signal().await;
     tracing::info!("shutting down");
     gateway.shutdown();
@@ -137,6 +138,57 @@ async fn resolves(url: &str) -> bool {
         .is_ok_and(|mut a| a.next().is_some())
 }
 
+/// `coupa-gateway hash-key`: the line to paste into an `[[integrations]]` entry.
+pub fn hash_key() -> Result<(), String> {
+    use std::io::Read;
+    let mut key = String::new();
+    std::io::stdin()
+        .read_to_string(&mut key)
+        .map_err(|e| format!("cannot read the key from standard input: {e}"))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(
+            "no key on standard input; e.g. `printf %s \"$KEY\" | coupa-gateway hash-key`".into(),
+        );
+    }
+    println!("{}", crate::identity::hash_key_line(key));
+    Ok(())
+}
+
+/// `coupa-gateway report`: fetch `/status` from a running gateway and print it readably.
+pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
+    let base = match admin {
+        Some(a) => a.trim_end_matches('/').to_owned(),
+        None => match Config::from_file(path) {
+            Ok(c) => format!("http://{}", c.admin.listen),
+            Err(_) => "http://127.0.0.1:9090".to_owned(),
+        },
+    };
+    let url = format!("{base}/status");
+    let resp = token::http_client(crate::tls::client_config())
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot reach {url}: {}; is the gateway running? pass --admin URL",
+                crate::error_chain(&e)
+            )
+        })?;
+    if !resp.status().is_success() {
+        return Err(format!("{url} answered {}", resp.status()));
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("reading {url}: {e}"))?;
+    let status: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("{url} did not answer a status document: {e}"))?;
+    print!("{}", crate::migration::render_text(&status));
+    Ok(())
+}
+
 /// Scopes the demo clients are granted: the master-data and transactional resources the mock
 /// serves, read and write.
 const DEMO_SCOPES: &[&str] = &[
@@ -208,7 +260,8 @@ pub async fn demo(path: &Path, prod: SocketAddr, test: SocketAddr) -> Result<(),
     let (_p, _t) = start_mocks(prod, test).await?;
     let listen = config.server.listen;
     let routes: Vec<String> = config.routes.iter().map(|r| r.prefix.clone()).collect();
-    let gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+    let mut gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+    gateway.watch_config(path.to_path_buf());
     if !gateway.wait_ready(Duration::from_secs(10)).await {
         eprintln!(
             "warning: not every client has a token yet; see http://{}/status",
@@ -222,7 +275,7 @@ pub async fn demo(path: &Path, prod: SocketAddr, test: SocketAddr) -> Result<(),
     }
     if let Some(prefix) = routes.first() {
         println!("  curl -s -H 'X-COUPA-API-KEY: {DEMO_API_KEY}' '{base}{prefix}/api/invoices/1'     # legacy key stripped, bearer injected");
-        println!("  curl -sg -H 'Accept: application/json' '{base}{prefix}/api/invoices?fields=[%22id%22,%22status%22]&updated-at[gt]=2024-01-01'");
+        println!("  curl -sg -H 'Accept: application/json' '{base}{prefix}/api/invoices?fields=[\"id\",\"status\"]&updated-at[gt]=2024-01-01'");
     }
     println!("  curl -s http://{}/status", gateway.admin_addr());
     println!("  curl -s http://{}/metrics", gateway.admin_addr());

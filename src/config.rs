@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use http::Uri;
 use secrecy::SecretString;
+
+use crate::scopes::{self, RuleSource, ScopeRule, ScopeTable};
 use serde::Deserialize;
 
 /// A fully validated configuration. Every reference between sections has been resolved.
@@ -30,6 +32,12 @@ pub struct Config {
     pub clients: BTreeMap<String, Arc<Client>>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<Route>,
+    /// `[[integrations]]`, in file order.
+    pub integrations: Vec<Integration>,
+    /// `[migration]`.
+    pub migration: Migration,
+    /// The built-in path → scope table with `[[scope_rules]]` applied.
+    pub scopes: Arc<ScopeTable>,
     /// The file this was read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -52,7 +60,7 @@ pub struct Admin {
 }
 
 /// `[upstream]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// `connect_timeout`, default 5 s.
     pub connect_timeout: Duration,
@@ -94,6 +102,8 @@ pub struct Client {
     pub refresh_after: Duration,
     /// `token_warmup`, default 5 s.
     pub token_warmup: Duration,
+    /// The resolved `client_secret_file`, if the secret came from one (watched for changes).
+    pub secret_file: Option<PathBuf>,
 }
 
 /// `[[routes]]`
@@ -103,11 +113,104 @@ pub struct Route {
     pub prefix: String,
     /// `instance`: validated to exist.
     pub instance: String,
-    /// `client`: validated to exist and belong to `instance`.
-    pub client: String,
+    /// `client`: validated to exist and belong to `instance`. Required in oauth mode; in
+    /// passthrough mode it names the client the route will move to (its scopes are compared
+    /// with the traffic in the migration report).
+    pub client: Option<String>,
     /// `timeout`, default `server.request_timeout`.
     pub timeout: Duration,
+    /// `mode`, default oauth.
+    pub mode: Mode,
+    /// `blocked_message`: the 403 message of a blocked route.
+    pub blocked_message: String,
+    /// `allow_anonymous`, default false: callers no `[[integrations]]` entry recognises may
+    /// use the route.
+    pub allow_anonymous: bool,
+    /// `scope_check`, default warn.
+    pub scope_check: ScopeCheck,
 }
+
+/// `routes[].mode`: what the gateway does with a route's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inject the client's bearer token (legacy key stripped).
+    OAuth,
+    /// Forward the legacy key untouched, no token: for integrations repointed before their
+    /// OAuth client exists, and for instant rollback.
+    Passthrough,
+    /// Answer 403 with `blocked_message`: for retired integrations.
+    Blocked,
+}
+
+impl Mode {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::OAuth => "oauth",
+            Mode::Passthrough => "passthrough",
+            Mode::Blocked => "blocked",
+        }
+    }
+}
+
+/// `routes[].scope_check`: what to do when the route's client lacks the scope a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopeCheck {
+    /// Answer 403 naming the missing scope, without calling Coupa.
+    Enforce,
+    /// Forward anyway; record and log the missing scope once.
+    Warn,
+    /// Do not compare (traffic is still recorded for the report).
+    Off,
+}
+
+impl ScopeCheck {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeCheck::Enforce => "enforce",
+            ScopeCheck::Warn => "warn",
+            ScopeCheck::Off => "off",
+        }
+    }
+}
+
+/// `[[integrations]]`: a known caller.
+#[derive(Clone)]
+pub struct Integration {
+    /// `name`, unique; shown in logs, metrics and `/status`.
+    pub name: String,
+    /// `key_sha256`: SHA-256 of the legacy API key the integration sends in `X-COUPA-API-KEY`.
+    pub key_sha256: Option<[u8; 32]>,
+    /// `allow_ips`: networks the integration connects from.
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// `routes`: the prefixes it may use (validated to exist).
+    pub routes: Vec<String>,
+}
+
+impl std::fmt::Debug for Integration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key hash is not the key, but there is no reason to print it either.
+        f.debug_struct("Integration")
+            .field("name", &self.name)
+            .field("key_sha256", &self.key_sha256.map(|_| "[set]"))
+            .field("allow_ips", &self.allow_ips)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+/// `[migration]`
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// `revoke_after`, default 7 days: how long an integration must go without passthrough
+    /// traffic (while observed by this process) before its API key is called safe to revoke.
+    pub revoke_after: Duration,
+}
+
+/// The default 403 message of a blocked route.
+pub const DEFAULT_BLOCKED_MESSAGE: &str =
+    "this integration route has been retired; contact your Coupa integration team";
 
 /// Everything wrong with a configuration, one problem per line.
 #[derive(Debug, thiserror::Error)]
@@ -193,16 +296,30 @@ impl Config {
                     .get(&r.instance)
                     .map(|i| format!("{}/...", base_url(i)))
                     .unwrap_or_default();
-                let scopes = self
-                    .clients
-                    .get(&r.client)
+                let scopes = r
+                    .client
+                    .as_ref()
+                    .and_then(|c| self.clients.get(c))
                     .map(|c| c.scopes.join(" "))
                     .unwrap_or_default();
+                let access = match self
+                    .integrations
+                    .iter()
+                    .filter(|g| g.routes.contains(&r.prefix))
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                {
+                    names if names.is_empty() => "anyone".to_owned(),
+                    names if r.allow_anonymous => format!("{} + anonymous", names.join(", ")),
+                    names => names.join(", "),
+                };
                 let details = format!(
-                    "(instance {}, client {}, timeout {}, scopes {scopes})",
+                    "(mode {}, instance {}, client {}, timeout {}, scope_check {}, callers {access}, scopes {scopes})",
+                    r.mode.as_str(),
                     r.instance,
-                    r.client,
-                    humantime::format_duration(r.timeout)
+                    r.client.as_deref().unwrap_or("-"),
+                    humantime::format_duration(r.timeout),
+                    r.scope_check.as_str(),
                 );
                 (from, to, details)
             })
@@ -259,6 +376,21 @@ struct RawConfig {
     clients: BTreeMap<String, RawClient>,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    integrations: Vec<RawIntegration>,
+    #[serde(default)]
+    migration: RawMigration,
+    #[serde(default)]
+    scope_rules: Vec<RawScopeRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScopeRule {
+    path: Option<String>,
+    methods: Option<Vec<String>>,
+    exact: Option<bool>,
+    scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -312,6 +444,25 @@ struct RawRoute {
     instance: Option<String>,
     client: Option<String>,
     timeout: Option<String>,
+    mode: Option<String>,
+    blocked_message: Option<String>,
+    allow_anonymous: Option<bool>,
+    scope_check: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIntegration {
+    name: Option<String>,
+    key_sha256: Option<String>,
+    allow_ips: Option<Vec<String>>,
+    routes: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMigration {
+    revoke_after: Option<String>,
 }
 
 const EXAMPLE_URL: &str = "https://acme.coupahost.com";
@@ -449,6 +600,16 @@ impl Validator<'_> {
             }
             routes.push(route);
         }
+        let integrations = self.integrations(&raw.integrations, &routes);
+        self.anonymous_exposure(server.listen, &routes, &integrations);
+        let migration = Migration {
+            revoke_after: self.positive(
+                "migration.revoke_after",
+                raw.migration.revoke_after.as_deref(),
+                Duration::from_secs(7 * 24 * 3600),
+            ),
+        };
+        let scopes = Arc::new(self.scope_table(&raw.scope_rules));
         Config {
             server,
             admin,
@@ -456,6 +617,9 @@ impl Validator<'_> {
             instances,
             clients,
             routes,
+            integrations,
+            migration,
+            scopes,
             source: None,
         }
     }
@@ -554,6 +718,12 @@ impl Validator<'_> {
                 ),
             );
         }
+        // Already expanded (and any problem reported) by `secret`; kept for change detection.
+        let secret_file = raw
+            .client_secret_file
+            .as_deref()
+            .and_then(|f| expand_vars(f, self.env, "").ok())
+            .map(|f| self.base_dir.join(f));
         Client {
             name: name.to_owned(),
             instance,
@@ -562,6 +732,7 @@ impl Validator<'_> {
             scopes,
             refresh_after,
             token_warmup,
+            secret_file,
         }
     }
 
@@ -659,6 +830,170 @@ impl Validator<'_> {
         scopes.to_vec()
     }
 
+    fn scope_table(&mut self, raw: &[RawScopeRule]) -> ScopeTable {
+        let before = self.problems.len();
+        let mut rules = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let key = format!("scope_rules[{i}]");
+            let pattern = self
+                .required(
+                    &format!("{key}.path"),
+                    &r.path,
+                    r#"path = "/api/RESOURCE" (may use * for one segment)"#,
+                )
+                .unwrap_or_default()
+                .to_owned();
+            let methods = r.methods.as_ref().map(|list| {
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(j, m)| {
+                        let parsed = scopes::parse_method(m).ok_or_else(|| {
+                            format!(r#"{m:?} is not an HTTP method; use upper-case names such as "GET" or "POST""#)
+                        });
+                        self.check(&format!("{key}.methods[{j}]"), parsed)
+                    })
+                    .collect()
+            });
+            let scopes = match &r.scopes {
+                None => {
+                    self.problem(format!("{key}.scopes"), r#"missing; list the scopes that allow it, e.g. scopes = ["core.common.read"] (any one suffices)"#);
+                    Vec::new()
+                }
+                Some(list) => list.clone(),
+            };
+            rules.push(ScopeRule {
+                pattern,
+                methods,
+                exact: r.exact.unwrap_or(false),
+                scopes,
+                source: RuleSource::Config { index: i },
+            });
+        }
+        if self.problems.len() > before {
+            // Reported already; the table would only repeat them.
+            return ScopeTable::builtin();
+        }
+        match ScopeTable::new(rules) {
+            Ok(table) => table,
+            Err(e) => {
+                self.problems.push(e.message);
+                ScopeTable::builtin()
+            }
+        }
+    }
+
+    fn integrations(&mut self, raw: &[RawIntegration], routes: &[Route]) -> Vec<Integration> {
+        let mut out: Vec<Integration> = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let key = format!("integrations[{i}]");
+            let name = self
+                .required(
+                    &format!("{key}.name"),
+                    &r.name,
+                    r#"name = "erp-invoices" (shown in logs, metrics and /status)"#,
+                )
+                .unwrap_or_default()
+                .to_owned();
+            if !name.is_empty() {
+                self.name(&format!("{key}.name"), &name);
+                if let Some(j) = out.iter().position(|o| o.name == name) {
+                    self.problem(
+                        format!("{key}.name"),
+                        format!(
+                            "{name:?} is already used by integrations[{j}]; names must be unique"
+                        ),
+                    );
+                }
+            }
+            let key_sha256 = r.key_sha256.as_deref().and_then(|h| {
+                let parsed = parse_sha256(h);
+                self.check(&format!("{key}.key_sha256"), parsed)
+            });
+            if let Some(hash) = key_sha256 {
+                if let Some(j) = out.iter().position(|o| o.key_sha256 == Some(hash)) {
+                    self.problem(
+                        format!("{key}.key_sha256"),
+                        format!("the same key is already integrations[{j}]'s; one key identifies one integration"),
+                    );
+                }
+            }
+            let mut allow_ips = Vec::new();
+            for (j, net) in r.allow_ips.iter().flatten().enumerate() {
+                let parsed = parse_net(net);
+                if let Some(net) = self.check(&format!("{key}.allow_ips[{j}]"), parsed) {
+                    allow_ips.push(net);
+                }
+            }
+            if r.key_sha256.is_none() && r.allow_ips.as_ref().is_none_or(|a| a.is_empty()) {
+                self.problem(
+                    &key,
+                    "no way to recognise it; add key_sha256 (from `coupa-gateway hash-key`) and/or allow_ips",
+                );
+            }
+            let mut allowed = Vec::new();
+            match &r.routes {
+                None => self.problem(
+                    format!("{key}.routes"),
+                    r#"missing; list the route prefixes it may use, e.g. routes = ["/prod"]"#,
+                ),
+                Some(list) if list.is_empty() => self.problem(
+                    format!("{key}.routes"),
+                    r#"is empty; list the route prefixes it may use, e.g. routes = ["/prod"]"#,
+                ),
+                Some(list) => {
+                    for (j, p) in list.iter().enumerate() {
+                        let normalised = route_prefix(p).unwrap_or_else(|_| p.clone());
+                        if routes.iter().any(|rt| rt.prefix == normalised) {
+                            allowed.push(normalised);
+                        } else {
+                            let known: Vec<&str> =
+                                routes.iter().map(|rt| rt.prefix.as_str()).collect();
+                            self.problem(
+                                format!("{key}.routes[{j}]"),
+                                format!("no route with prefix {p:?}; known: {}", known.join(", ")),
+                            );
+                        }
+                    }
+                }
+            }
+            out.push(Integration {
+                name,
+                key_sha256,
+                allow_ips,
+                routes: allowed,
+            });
+        }
+        out
+    }
+
+    /// Secure by default: a gateway reachable from the network must not hand out Coupa access
+    /// (with a real token) to whoever connects, unless the route says so.
+    fn anonymous_exposure(
+        &mut self,
+        listen: SocketAddr,
+        routes: &[Route],
+        integrations: &[Integration],
+    ) {
+        if listen.ip().is_loopback() {
+            return;
+        }
+        for (i, r) in routes.iter().enumerate() {
+            let restricted = integrations.iter().any(|g| g.routes.contains(&r.prefix));
+            if !restricted && !r.allow_anonymous && r.mode != Mode::Blocked {
+                self.problem(
+                    format!("routes[{i}]"),
+                    format!(
+                        "server.listen {listen} is not a loopback address and no [[integrations]] entry lists \
+                         route {:?}, so anyone who can reach the port could use it; add an \
+                         [[integrations]] entry with key_sha256 or allow_ips and routes = [{:?}], or set \
+                         allow_anonymous = true on the route to accept that",
+                        r.prefix, r.prefix
+                    ),
+                );
+            }
+        }
+    }
+
     fn route(
         &mut self,
         i: usize,
@@ -694,6 +1029,37 @@ impl Validator<'_> {
             }
             Some(_) => true,
         };
+        let mode_key = format!("{key}.mode");
+        let mode = match raw.mode.as_deref() {
+            None | Some("oauth") => Mode::OAuth,
+            Some("passthrough") => Mode::Passthrough,
+            Some("blocked") => Mode::Blocked,
+            Some(other) => {
+                self.problem(
+                    &mode_key,
+                    format!(r#"{other:?} is not a mode; use "oauth", "passthrough" or "blocked""#),
+                );
+                Mode::OAuth
+            }
+        };
+        let scope_check = match raw.scope_check.as_deref() {
+            None | Some("warn") => ScopeCheck::Warn,
+            Some("enforce") => ScopeCheck::Enforce,
+            Some("off") => ScopeCheck::Off,
+            Some(other) => {
+                self.problem(
+                    format!("{key}.scope_check"),
+                    format!(r#"{other:?} is not a scope check; use "enforce", "warn" or "off""#),
+                );
+                ScopeCheck::Warn
+            }
+        };
+        if raw.blocked_message.is_some() && mode != Mode::Blocked {
+            self.problem(
+                format!("{key}.blocked_message"),
+                r#"only used with mode = "blocked"; remove it or set the mode"#,
+            );
+        }
         let client = match &raw.client {
             Some(name) => {
                 let client_key = format!("{key}.client");
@@ -708,9 +1074,9 @@ impl Validator<'_> {
                     }
                     Some(_) => {}
                 }
-                name.clone()
+                Some(name.clone())
             }
-            None if !instance_ok => String::new(),
+            None if !instance_ok => None,
             None => {
                 let candidates: Vec<&str> = all
                     .clients
@@ -719,14 +1085,16 @@ impl Validator<'_> {
                     .map(|(n, _)| n.as_str())
                     .collect();
                 match candidates[..] {
-                    [only] => only.to_owned(),
+                    [only] => Some(only.to_owned()),
+                    // Without a token, a route needs no client; one may be named later.
+                    _ if mode != Mode::OAuth => None,
                     [] => {
                         let message = format!(
                             "instance {instance:?} has no clients; \
                              add a [clients.NAME] table with instance = {instance:?}"
                         );
                         self.problem(&key, message);
-                        String::new()
+                        None
                     }
                     _ => {
                         let message = format!(
@@ -736,7 +1104,7 @@ impl Validator<'_> {
                             candidates.join(", ")
                         );
                         self.problem(&key, message);
-                        String::new()
+                        None
                     }
                 }
             }
@@ -750,8 +1118,43 @@ impl Validator<'_> {
                 raw.timeout.as_deref(),
                 default_timeout,
             ),
+            mode,
+            blocked_message: raw
+                .blocked_message
+                .clone()
+                .unwrap_or_else(|| DEFAULT_BLOCKED_MESSAGE.to_owned()),
+            allow_anonymous: raw.allow_anonymous.unwrap_or(false),
+            scope_check,
         }
     }
+}
+
+/// A hex SHA-256 as `coupa-gateway hash-key` prints it.
+fn parse_sha256(value: &str) -> Result<[u8; 32], String> {
+    let hint = "use the 64 hex digits `coupa-gateway hash-key` prints for the key";
+    let v = value.trim();
+    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Never echo the value: someone may have pasted the key itself.
+        return Err(format!(
+            "is not a SHA-256 in hex ({} characters); {hint}",
+            v.len()
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in v.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).map_err(|_| hint.to_owned())?;
+        out[i] = u8::from_str_radix(hex, 16).map_err(|_| hint.to_owned())?;
+    }
+    Ok(out)
+}
+
+/// A CIDR network or a single address.
+fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
+    let v = value.trim();
+    v.parse::<ipnet::IpNet>()
+        .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!(r#"{v:?} is not an IP network; use CIDR notation such as "10.20.0.0/16" or an address"#))
 }
 
 /// The value as the user wrote it, or the default in the same notation.
@@ -1014,7 +1417,11 @@ mod tests {
         let route = &config.routes[0];
         assert_eq!(route.prefix, "/prod");
         assert_eq!(route.instance, "prod");
-        assert_eq!(route.client, "prod-main", "the only client is picked");
+        assert_eq!(
+            route.client.as_deref(),
+            Some("prod-main"),
+            "the only client is picked"
+        );
         assert_eq!(route.timeout, Duration::from_secs(120));
         assert_eq!(config.source, None);
     }
@@ -1059,9 +1466,11 @@ mod tests {
             instance = "prod"
             client = "prod-b"
             timeout = "5m"
+            allow_anonymous = true
             [[routes]]
             prefix = "/"
             instance = "test"
+            allow_anonymous = true
         "#;
         let config = parse(text).expect("valid");
         assert_eq!(config.server.listen, "0.0.0.0:8000".parse().unwrap());
@@ -1082,10 +1491,10 @@ mod tests {
         assert_eq!(a.refresh_after, Duration::from_secs(90 * 60));
         assert_eq!(a.token_warmup, Duration::ZERO);
         assert_eq!(config.routes[0].prefix, "/prod");
-        assert_eq!(config.routes[0].client, "prod-b");
+        assert_eq!(config.routes[0].client.as_deref(), Some("prod-b"));
         assert_eq!(config.routes[0].timeout, Duration::from_secs(300));
         assert_eq!(config.routes[1].prefix, "/");
-        assert_eq!(config.routes[1].client, "test-main");
+        assert_eq!(config.routes[1].client.as_deref(), Some("test-main"));
         assert_eq!(config.routes[1].timeout, Duration::from_secs(90));
     }
 
@@ -1643,11 +2052,178 @@ mod tests {
         assert_eq!(lines.len(), 2, "{table}");
         assert_eq!(
             lines[0],
-            "/prod/...  ->  https://prod.coupahost.com/...  (instance prod, client prod-main, timeout 2m, scopes core.invoice.read)"
+            "/prod/...  ->  https://prod.coupahost.com/...  (mode oauth, instance prod, client prod-main, timeout 2m, scope_check warn, callers anyone, scopes core.invoice.read)"
         );
         assert_eq!(
             lines[1],
-            "/...       ->  https://test.coupahost.com/...  (instance test, client test-main, timeout 2m, scopes a b)"
+            "/...       ->  https://test.coupahost.com/...  (mode oauth, instance test, client test-main, timeout 2m, scope_check warn, callers anyone, scopes a b)"
+        );
+    }
+    const HASH: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    fn integration(name: &str, extra: &str) -> String {
+        format!("[[integrations]]\nname = \"{name}\"\n{extra}\n")
+    }
+
+    #[test]
+    fn integrations_are_validated() {
+        let ok = minimal()
+            + &integration(
+                "erp",
+                &format!("key_sha256 = \"{HASH}\"\nroutes = [\"/prod/\"]"),
+            )
+            + &integration(
+                "batch",
+                "allow_ips = [\"10.1.0.0/16\", \"192.168.1.7\"]\nroutes = [\"/prod\"]",
+            );
+        let config = parse(&ok).expect("valid");
+        assert_eq!(config.integrations.len(), 2);
+        assert_eq!(
+            config.integrations[0].routes,
+            vec!["/prod".to_string()],
+            "prefix normalised"
+        );
+        assert_eq!(config.integrations[1].allow_ips.len(), 2);
+        assert!(!format!("{:?}", config.integrations[0]).contains(HASH));
+
+        assert_error(
+            &(minimal() + &integration("erp", "key_sha256 = \"abc\"\nroutes = [\"/prod\"]")),
+            &["integrations[0].key_sha256", "coupa-gateway hash-key"],
+        );
+        assert_error(
+            &(minimal() + &integration("erp", "routes = [\"/prod\"]")),
+            &["integrations[0]", "add key_sha256", "allow_ips"],
+        );
+        assert_error(
+            &(minimal()
+                + &integration(
+                    "erp",
+                    &format!("key_sha256 = \"{HASH}\"\nroutes = [\"/prd\"]"),
+                )),
+            &["integrations[0].routes[0]", "\"/prd\"", "known: /prod"],
+        );
+        assert_error(
+            &(minimal()
+                + &integration("erp", "allow_ips = [\"10.0.0.0/33\"]\nroutes = [\"/prod\"]")),
+            &["integrations[0].allow_ips[0]", "10.0.0.0/33", "CIDR"],
+        );
+        let twice = integration(
+            "erp",
+            &format!("key_sha256 = \"{HASH}\"\nroutes = [\"/prod\"]"),
+        );
+        assert_error(
+            &(minimal() + &twice + &twice),
+            &[
+                "integrations[1].name",
+                "already used by integrations[0]",
+                "integrations[1].key_sha256",
+            ],
+        );
+        assert_error(
+            &(minimal() + &integration("erp", "allow_ips = [\"10.0.0.1\"]")),
+            &["integrations[0].routes: missing"],
+        );
+    }
+
+    #[test]
+    fn a_raw_key_pasted_as_hash_is_not_echoed() {
+        let key = "abcdefghijABCDEFGHIJabcdefghijABCDEFGHIJ";
+        let message = error(
+            &(minimal()
+                + &integration(
+                    "erp",
+                    &format!("key_sha256 = \"{key}\"\nroutes = [\"/prod\"]"),
+                )),
+        );
+        assert!(
+            message.contains("integrations[0].key_sha256") && !message.contains(key),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn route_modes_and_scope_checks() {
+        let text = minimal().replace(
+            "[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
+            "[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\nmode = \"passthrough\"\nscope_check = \"enforce\"\n",
+        ) + "[[routes]]\nprefix = \"/old\"\ninstance = \"prod\"\nmode = \"blocked\"\nblocked_message = \"gone\"\n";
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.routes[0].mode, Mode::Passthrough);
+        assert_eq!(config.routes[0].scope_check, ScopeCheck::Enforce);
+        assert_eq!(config.routes[1].mode, Mode::Blocked);
+        assert_eq!(config.routes[1].blocked_message, "gone");
+        assert_error(
+            &(minimal() + "[[routes]]\nprefix = \"/x\"\ninstance = \"prod\"\nmode = \"proxy\"\nscope_check = \"strict\"\nblocked_message = \"m\"\n"),
+            &["routes[1].mode: \"proxy\" is not a mode", "routes[1].scope_check: \"strict\"", "routes[1].blocked_message: only used with mode = \"blocked\""],
+        );
+        // A passthrough route needs no client even when its instance has several.
+        let two_clients = instance("prod")
+            + &client("a", "prod")
+            + &client("b", "prod")
+            + "[[routes]]\nprefix = \"/p\"\ninstance = \"prod\"\nmode = \"passthrough\"\n";
+        assert_eq!(parse(&two_clients).expect("valid").routes[0].client, None);
+        assert_error(
+            &two_clients.replace("mode = \"passthrough\"\n", ""),
+            &["routes[0]", "has 2 clients (a, b)"],
+        );
+    }
+
+    #[test]
+    fn anonymous_routes_on_a_network_listener_need_consent() {
+        let exposed = "[server]\nlisten = \"0.0.0.0:8080\"\n".to_owned() + &minimal();
+        assert_error(
+            &exposed,
+            &[
+                "routes[0]",
+                "0.0.0.0:8080",
+                "not a loopback address",
+                "allow_anonymous = true",
+                "[[integrations]]",
+            ],
+        );
+        let consented = exposed.replace(
+            "[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
+            "[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\nallow_anonymous = true\n",
+        );
+        assert!(parse(&consented).is_ok());
+        let restricted = exposed
+            + &integration(
+                "erp",
+                &format!("key_sha256 = \"{HASH}\"\nroutes = [\"/prod\"]"),
+            );
+        assert!(
+            parse(&restricted).is_ok(),
+            "a route listed by an integration is not anonymous"
+        );
+        let loopback = minimal();
+        assert!(parse(&loopback).is_ok(), "loopback listeners may stay open");
+    }
+
+    #[test]
+    fn scope_rules_extend_the_table_with_indexed_errors() {
+        let text = minimal()
+            + "[[scope_rules]]\npath = \"/api/custom_objects/*\"\nmethods = [\"GET\"]\nscopes = [\"core.custom_objects.read_write\"]\n";
+        let config = parse(&text).expect("valid");
+        let needed = config
+            .scopes
+            .needed(&http::Method::GET, "/api/custom_objects/widgets")
+            .expect("rule applies");
+        assert_eq!(&*needed.label, "core.custom_objects.read_write");
+        assert_error(
+            &(minimal() + "[[scope_rules]]\npath = \"api/x\"\nscopes = [\"core.common.read\"]\n"),
+            &["scope_rules[0].path", "api/x"],
+        );
+        assert_error(
+            &(minimal() + "[[scope_rules]]\npath = \"/api/x\"\nmethods = [\"get\"]\n"),
+            &[
+                "scope_rules[0].methods[0]",
+                "\"get\"",
+                "scope_rules[0].scopes: missing",
+            ],
+        );
+        assert_error(
+            &(minimal() + "[migration]\nrevoke_after = \"soon\"\n"),
+            &["migration.revoke_after", "soon"],
         );
     }
 }

@@ -10,11 +10,16 @@
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod identity;
+pub mod lenient;
 pub mod metrics;
+pub mod migration;
 pub mod mock;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod runtime;
+pub mod scopes;
 pub mod server;
 pub mod tls;
 pub mod token;

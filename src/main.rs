@@ -57,6 +57,22 @@ enum Command {
         #[arg(long)]
         show_token: bool,
     },
+    /// Read an API key on standard input and print the `key_sha256` line for `[[integrations]]`.
+    HashKey,
+    /// The migration report: integrations, their routes' modes and verdicts, scopes per client.
+    Report {
+        /// The admin listener's base URL (default: from the config file's admin.listen).
+        #[arg(long)]
+        admin: Option<String>,
+        /// The configuration file, to find the admin listener.
+        #[arg(
+            long,
+            short,
+            default_value = "proxy.toml",
+            env = "COUPA_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
     /// Run the built-in mock Coupa (instances "prod" and "test") on its own.
     Mock {
         /// Address of the mock "prod" instance.
@@ -107,6 +123,8 @@ fn main() -> ExitCode {
                 config,
                 show_token,
             } => commands::token(&config, &client, show_token).await,
+            Command::HashKey => commands::hash_key(),
+            Command::Report { admin, config } => commands::report(admin.as_deref(), &config).await,
             Command::Mock { prod, test } => commands::mock(prod, test).await,
             Command::Demo { config, prod, test } => commands::demo(&config, prod, test).await,
         }

@@ -1,16 +1,18 @@
 //! The runtime snapshot: everything a request needs, built once from a validated [`Config`] and
 //! published behind one `ArcSwap` so the request path never locks and a reload is one store.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Mode, ScopeCheck};
+use crate::identity::Integration;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::migration::{RouteUsage, Tracker, ANONYMOUS};
 use crate::proxy::upstream::{self, UpstreamClient};
 use crate::route::RouteTable;
 use crate::token::{TokenCell, TokenRequest};
@@ -18,10 +20,14 @@ use crate::token::{TokenCell, TokenRequest};
 /// Per-route data with every per-request constant precomputed.
 #[derive(Debug)]
 pub struct RouteTarget {
+    /// Position in `config.routes` (indexes per-integration permissions and records).
+    pub index: usize,
     /// The route's prefix.
     pub prefix: String,
     /// The instance it forwards to.
     pub instance: Arc<config::Instance>,
+    /// What to do with the traffic.
+    pub mode: Mode,
     /// Upstream scheme.
     pub scheme: Scheme,
     /// Upstream authority (cheap `Bytes` clone per request).
@@ -30,12 +36,32 @@ pub struct RouteTarget {
     pub host: HeaderValue,
     /// The instance URL's path, prepended to the rest of the request path.
     pub base_path: String,
-    /// The client's token cell.
-    pub token: Arc<TokenCell>,
+    /// The client's token cell (oauth mode always has one).
+    pub token: Option<Arc<TokenCell>>,
+    /// The client's name, if the route names one.
+    pub client: Option<String>,
+    client_scopes: HashSet<Box<str>>,
+    /// What to do when the client lacks a needed scope.
+    pub scope_check: ScopeCheck,
+    /// True when unrecognised callers may use the route.
+    pub open: bool,
+    /// The 403 message in blocked mode.
+    pub blocked_message: String,
     /// Deadline for Coupa's response head.
     pub timeout: Duration,
     /// This route's counters.
     pub metrics: Arc<RouteMetrics>,
+    /// Traffic of unrecognised callers on this route.
+    pub anonymous_usage: Arc<Mutex<RouteUsage>>,
+}
+
+impl RouteTarget {
+    /// True when the route's client was configured with one of `any_of`.
+    pub fn client_has_any(&self, any_of: &[Arc<str>]) -> bool {
+        any_of
+            .iter()
+            .any(|s| self.client_scopes.contains(s.as_ref()))
+    }
 }
 
 /// One immutable view of the configuration and what was built from it.
@@ -48,6 +74,23 @@ pub struct Runtime {
     pub tokens: BTreeMap<String, Arc<TokenCell>>,
     /// The pooled client towards Coupa.
     pub upstream: UpstreamClient,
+    /// Known callers, in config order.
+    pub integrations: Vec<Integration>,
+}
+
+/// The outcome of the last reload, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    /// When the last attempt finished.
+    pub at: Option<SystemTime>,
+    /// Its error, if it was refused (the previous configuration stays in force).
+    pub error: Option<String>,
+    /// Settings that changed in the file but only take effect after a restart.
+    pub restart_required: Vec<String>,
+    /// Reloads applied.
+    pub applied: u64,
+    /// Reloads refused.
+    pub refused: u64,
 }
 
 /// State shared by the proxy and admin listeners for the life of the process.
@@ -56,6 +99,8 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     /// Counters that outlive snapshots.
     pub metrics: Metrics,
+    /// Per-integration traffic records, for the migration report.
+    pub tracker: Tracker,
     /// TLS settings for every outbound connection.
     pub tls: Arc<rustls::ClientConfig>,
     /// Client for token endpoints.
@@ -64,15 +109,66 @@ pub struct Shared {
     pub started: Instant,
     /// Wall-clock process start.
     pub started_at: SystemTime,
+    /// The last reload.
+    pub reload: Mutex<ReloadStatus>,
+    /// Serialises reloads (SIGHUP, file watcher and tests may race).
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// (client, scope) pairs already warned about, so a misconfiguration logs once.
+    warned_scopes: Mutex<HashSet<(String, Arc<str>)>>,
+}
+
+impl Shared {
+    /// Shared state around a first runtime.
+    pub fn new(
+        runtime: Runtime,
+        metrics: Metrics,
+        tracker: Tracker,
+        tls: Arc<rustls::ClientConfig>,
+        token_http: reqwest::Client,
+    ) -> Self {
+        Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            tracker,
+            tls,
+            token_http,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            reload: Mutex::default(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            warned_scopes: Mutex::default(),
+        }
+    }
+
+    /// Logs, once per client and scope, that traffic needs a scope the client lacks.
+    pub fn warn_missing_scope(
+        &self,
+        client: &str,
+        scope: &Arc<str>,
+        method: &http::Method,
+        integration: &str,
+    ) {
+        let mut warned = self.warned_scopes.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.insert((client.to_owned(), scope.clone())) {
+            tracing::warn!(
+                client,
+                scope = scope.as_ref(),
+                %method,
+                integration,
+                "traffic needs a scope the client is not configured with; add it in Coupa and to clients.{client}.scopes before enforcing"
+            );
+        }
+    }
 }
 
 impl Runtime {
     /// Builds a runtime from `config`. Token cells whose token request is unchanged from
     /// `previous` are reused (with their live token); the others are new and returned second,
-    /// not yet started.
+    /// not yet started. The upstream pool is reused when its settings did not change.
     pub fn build(
         config: Config,
         metrics: &Metrics,
+        tracker: &Tracker,
         tls: &Arc<rustls::ClientConfig>,
         previous: Option<&Runtime>,
     ) -> (Runtime, Vec<Arc<TokenCell>>) {
@@ -92,35 +188,83 @@ impl Runtime {
             });
             tokens.insert(name.clone(), cell);
         }
-        let routes = RouteTable::new(config.routes.iter().map(|r| {
+        let anonymous = tracker.integration(ANONYMOUS);
+        let routes = RouteTable::new(config.routes.iter().enumerate().map(|(index, r)| {
             let instance = config.instances[&r.instance].clone();
             let authority = instance
                 .url
                 .authority()
                 .expect("validated instance URLs have an authority")
                 .clone();
+            let client_scopes = r
+                .client
+                .as_ref()
+                .map(|c| {
+                    config.clients[c]
+                        .scopes
+                        .iter()
+                        .map(|s| s.as_str().into())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let restricted = config
+                .integrations
+                .iter()
+                .any(|g| g.routes.contains(&r.prefix));
             let target = RouteTarget {
+                index,
                 prefix: r.prefix.clone(),
+                mode: r.mode,
                 scheme: instance.url.scheme().cloned().unwrap_or(Scheme::HTTPS),
                 host: HeaderValue::from_str(authority.as_str())
                     .expect("an authority is a valid header value"),
                 authority,
                 base_path: instance.base_path.clone(),
                 instance,
-                token: tokens[&r.client].clone(),
+                token: r.client.as_ref().map(|c| tokens[c].clone()),
+                client: r.client.clone(),
+                client_scopes,
+                scope_check: r.scope_check,
+                open: r.allow_anonymous || !restricted,
+                blocked_message: r.blocked_message.clone(),
                 timeout: r.timeout,
                 metrics: metrics.route(&r.prefix),
+                anonymous_usage: anonymous.route(&r.prefix),
             };
             (r.prefix.clone(), target)
         }));
-        let upstream = upstream::client(&config.upstream, tls.clone());
+        let integrations = config
+            .integrations
+            .iter()
+            .map(|g| Integration::new(g, &config.routes, tracker.integration(&g.name)))
+            .collect();
+        let upstream = match previous {
+            Some(p) if p.config.upstream == config.upstream => p.upstream.clone(),
+            _ => upstream::client(&config.upstream, tls.clone()),
+        };
         let runtime = Runtime {
             config: Arc::new(config),
             routes,
             tokens,
             upstream,
+            integrations,
         };
         (runtime, fresh)
+    }
+
+    /// Tells each integration's record whether all its routes now inject tokens; called once
+    /// the runtime is live, so a refused reload leaves the migration clock alone.
+    pub fn observe_modes(&self) {
+        let now = SystemTime::now();
+        for (g, cfg) in self.integrations.iter().zip(&self.config.integrations) {
+            let all_oauth = self
+                .config
+                .routes
+                .iter()
+                .filter(|r| cfg.routes.contains(&r.prefix))
+                .all(|r| r.mode != Mode::Passthrough);
+            g.stats.observe_modes(all_oauth, now);
+        }
     }
 
     /// True when every client holds a valid token.

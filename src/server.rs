@@ -1,10 +1,10 @@
 //! Listeners and the [`Gateway`] handle that tests, the demo and `serve` all start the same way.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -12,10 +12,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::lenient::LenientTargets;
 use crate::metrics::Metrics;
+use crate::migration::Tracker;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::{Runtime, Shared};
-use crate::{admin, tls, token};
+use crate::{admin, reload, tls, token};
 
 /// Slowloris guard: a client must finish sending request headers within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,15 +55,10 @@ impl Gateway {
         let tls = tls::client_config();
         let token_http = token::http_client(tls.clone());
         let metrics = Metrics::default();
-        let (runtime, fresh) = Runtime::build(config, &metrics, &tls, None);
-        let shared = Arc::new(Shared {
-            runtime: ArcSwap::from_pointee(runtime),
-            metrics,
-            tls,
-            token_http,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-        });
+        let tracker = Tracker::default();
+        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &tls, None);
+        runtime.observe_modes();
+        let shared = Arc::new(Shared::new(runtime, metrics, tracker, tls, token_http));
         for cell in fresh {
             cell.start(shared.token_http.clone());
         }
@@ -99,6 +96,22 @@ impl Gateway {
         &self.shared
     }
 
+    /// Reloads when the config file (or a secret file it names) changes, and on SIGHUP.
+    pub fn watch_config(&mut self, path: PathBuf) {
+        let weak = Arc::downgrade(&self.shared);
+        let watch = reload::Watch::new(&self.shared, path.clone());
+        self.tasks.push(tokio::spawn(
+            watch.run(weak.clone(), reload::WATCH_INTERVAL),
+        ));
+        #[cfg(unix)]
+        self.tasks.push(tokio::spawn(reload::on_sighup(weak, path)));
+    }
+
+    /// Applies `config` as a reload would (tests and embedders).
+    pub async fn reload(&self, config: Config) -> Result<reload::Applied, String> {
+        reload::apply(&self.shared, config).await
+    }
+
     /// Waits until every client holds a valid token, or `timeout` passes. Returns readiness.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -121,13 +134,6 @@ impl Gateway {
         }
         for cell in self.shared.runtime.load().tokens.values() {
             cell.stop();
-        }
-    }
-
-    /// Runs until the listeners fail (they do not, short of a panic) — for `serve`.
-    pub async fn run(self) {
-        for task in self.tasks {
-            let _ = task.await;
         }
     }
 }
@@ -176,7 +182,9 @@ async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let conn = Arc::new(ConnInfo::new(peer));
             let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses.
+            let io = TokioIo::new(LenientTargets::new(stream));
+            if let Err(e) = builder.serve_connection(io, svc).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -565,7 +565,31 @@ impl TokenCell {
         self.nudge.notify_one();
     }
 
-    /// Starts the background refresher, which mints a first token at once. The task holds only
+    /// Mints a token now and publishes it at once (no warm-up: there is no older token to
+    /// prefer), without starting the refresher. Used by reload, which must not publish a new
+    /// client until it holds a token. Returns when the token was requested.
+    pub async fn prime(&self, http: &reqwest::Client) -> Result<Instant, TokenError> {
+        let minted = fetch(http, &self.request).await;
+        let minted = match minted {
+            Ok(m) => m,
+            Err(e) => {
+                self.refreshes_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let token = Token::from_minted(&minted)?;
+        self.refreshes_ok.fetch_add(1, Ordering::Relaxed);
+        let next = refresh_at(minted.requested_at, minted.expires_in, self.refresh_after);
+        publish(self, token, &minted, next);
+        Ok(minted.requested_at)
+    }
+
+    /// The warm-up this client waits before a new token replaces a valid one.
+    pub fn warmup(&self) -> Duration {
+        self.warmup
+    }
+
+    /// Starts the background refresher, which mints at once unless the cell was primed. The task holds only
     /// a weak reference and is aborted when the cell is dropped (e.g. after a reload removed
     /// the client), so cells never leak tasks.
     pub fn start(self: &Arc<Self>, http: reqwest::Client) {
@@ -612,12 +636,28 @@ fn refresh_at(requested_at: Instant, expires_in: Duration, refresh_after: Durati
 
 async fn refresher(cell: Weak<TokenCell>, http: reqwest::Client) {
     loop {
+        // Wait for the scheduled time (none yet: mint at once) or a nudge.
+        {
+            let Some(this) = cell.upgrade() else { return };
+            if let Some(at) = this
+                .state
+                .load()
+                .next_attempt
+                .filter(|&at| at > Instant::now())
+            {
+                let nudged = this.nudge.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = nudged => {}
+                }
+            }
+        }
         let Some(this) = cell.upgrade() else { return };
         let result = fetch(&http, &this.request).await.and_then(|m| {
             let token = Token::from_minted(&m)?;
             Ok((m, token))
         });
-        let wake_at = match result {
+        match result {
             Ok((minted, token)) => {
                 this.refreshes_ok.fetch_add(1, Ordering::Relaxed);
                 if minted.expires_in_assumed {
@@ -637,13 +677,11 @@ async fn refresher(cell: Weak<TokenCell>, http: reqwest::Client) {
                 } else {
                     publish(&this, token, &minted, next);
                 }
-                next
             }
             Err(err) => {
                 this.refreshes_failed.fetch_add(1, Ordering::Relaxed);
                 let failures = this.state.load().consecutive_failures + 1;
                 let delay = backoff(failures);
-                let next = Instant::now() + delay;
                 let failure = Failure {
                     at: SystemTime::now(),
                     kind: err.kind(),
@@ -664,18 +702,9 @@ async fn refresher(cell: Weak<TokenCell>, http: reqwest::Client) {
                     last_success: s.last_success,
                     last_error: Some(failure),
                     consecutive_failures: failures,
-                    next_attempt: Some(next),
+                    next_attempt: Some(Instant::now() + delay),
                 });
-                next
             }
-        };
-        let Some(this) = cell.upgrade() else { return };
-        let nudged = async {
-            this.nudge.notified().await;
-        };
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake_at.into()) => {}
-            _ = nudged => {}
         }
     }
 }

@@ -60,6 +60,34 @@ async fn query_strings_reach_coupa_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn raw_json_quotes_in_queries_are_accepted_and_percent_encoded() {
+    let env = Env::start().await;
+    // What string-concatenating scripts send (COUPA-API.md §11). hyper alone answers 400; the
+    // gateway encodes only the bytes the URI grammar forbids (`"` `<` `>` here) and keeps every
+    // other byte, existing escapes included.
+    let sent = r#"/prod/api/coupa_pay/payments?exported=false&fields=["id",{"pay_from_account":["id",{"currency":["code"]}]}]&pay_to_account[type]=CoupaPay::SupplierPaymentAccount&status[in]=a,b&q=<x>%2B"#;
+    let expected = sent
+        .strip_prefix("/prod")
+        .unwrap()
+        .replace('"', "%22")
+        .replace('<', "%3C")
+        .replace('>', "%3E");
+    // Two on one keep-alive connection: the second request's line is found and fixed too.
+    let one = format!("GET {sent} HTTP/1.1\r\nHost: gw\r\n\r\n");
+    let two = format!("GET {sent} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n");
+    let (status, text) = raw(env.gw.addr(), &(one + &two)).await;
+    assert_eq!(status, 404, "the mock has no coupa_pay resource: {text}");
+    assert_eq!(text.matches("HTTP/1.1 404").count(), 2, "{text}");
+    let seen = env.prod.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter().all(|r| r.target == expected),
+        "{:?} != {expected}",
+        seen[0].target
+    );
+}
+
+#[tokio::test]
 async fn bearer_is_injected_and_caller_credentials_never_reach_coupa() {
     let env = Env::start().await;
     let r = env

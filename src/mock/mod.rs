@@ -416,7 +416,7 @@ impl Shared {
 
     fn rate_limit_allows(&self) -> bool {
         // No limiter configured = unlimited.
-        lock(&self.limiter).as_mut().map_or(true, Bucket::try_take)
+        lock(&self.limiter).as_mut().is_none_or(Bucket::try_take)
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Option<Grant> {

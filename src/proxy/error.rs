@@ -14,6 +14,34 @@ use super::{Body, REQUEST_ID};
 /// Everything that can stop a request on its way to or from Coupa.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The route admits only known integrations, and the caller was not recognised.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A known integration asked for a route it may not use.
+    #[error("integration \"{integration}\" may not use route \"{route}\"; add \"{route}\" to its routes in proxy.toml if it should")]
+    RouteForbidden {
+        /// The integration.
+        integration: String,
+        /// The route's prefix.
+        route: String,
+    },
+    /// The integration's key was sent from an address outside its `allow_ips`.
+    #[error("integration \"{integration}\" is not allowed to connect from this address; check its allow_ips in proxy.toml")]
+    AddressForbidden {
+        /// The integration.
+        integration: String,
+    },
+    /// The route is retired (`mode = "blocked"`).
+    #[error("{0}")]
+    Blocked(String),
+    /// `scope_check = "enforce"` and the route's client lacks the scope the request needs.
+    #[error("client \"{client}\" lacks the scope {scope} needed for this request; tick it on the client in Coupa (Setup > OAuth2/OpenID Connect Clients) and add it to clients.{client}.scopes in proxy.toml")]
+    ScopeMissing {
+        /// The client.
+        client: String,
+        /// The scope (or alternatives) needed.
+        scope: String,
+    },
     /// No route prefix matches the path.
     #[error("no route matches this path; the gateway serves only its configured prefixes")]
     NoRoute,
@@ -47,6 +75,11 @@ impl ProxyError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::RouteForbidden { .. }
+            | ProxyError::AddressForbidden { .. }
+            | ProxyError::Blocked(_)
+            | ProxyError::ScopeMissing { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -59,6 +92,11 @@ impl ProxyError {
     /// A stable machine-readable code for the JSON body and logs.
     pub fn code(&self) -> &'static str {
         match self {
+            ProxyError::Unauthenticated(_) => "unauthenticated",
+            ProxyError::RouteForbidden { .. } => "route_forbidden",
+            ProxyError::AddressForbidden { .. } => "address_forbidden",
+            ProxyError::Blocked(_) => "route_blocked",
+            ProxyError::ScopeMissing { .. } => "scope_missing",
             ProxyError::NoRoute => "no_route",
             ProxyError::BadPath(_) => "bad_path",
             ProxyError::NoToken { .. } => "token_unavailable",
@@ -71,13 +109,14 @@ impl ProxyError {
 
     /// Renders `{"error": code, "message": ..., "request_id": ...}` with the right status and,
     /// for 503, a `Retry-After`.
-    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+    pub fn into_response(self, request_id: &HeaderValue, caller: &str) -> Response<Body> {
         let status = self.status();
         if status.is_server_error() {
             // Error path only: a failing upstream is worth a log line per request.
             tracing::warn!(
                 status = status.as_u16(),
                 error = self.code(),
+                integration = caller,
                 cause = %crate::error_chain(&self),
                 request_id = request_id.to_str().unwrap_or("-"),
                 "request failed"
@@ -97,8 +136,19 @@ impl ProxyError {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(REQUEST_ID.clone(), request_id.clone());
-        if let ProxyError::NoToken { retry_after, .. } = self {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        match self {
+            ProxyError::NoToken { retry_after, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            // RFC 9110 §11.6.1: a 401 names how to authenticate. The scheme is not a standard
+            // one; it tells a human which header the gateway expected.
+            ProxyError::Unauthenticated(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("X-COUPA-API-KEY realm=\"coupa-gateway\""),
+                );
+            }
+            _ => {}
         }
         resp
     }

@@ -46,19 +46,22 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// Rewrites the integration's request headers for Coupa in place: hop-by-hop and the caller's
-/// credentials out, the bearer and forwarding headers in.
+/// Rewrites the integration's request headers for Coupa in place: hop-by-hop out, forwarding
+/// headers in, and with `bearer` (oauth mode) the caller's credentials replaced by the token.
+/// Without it (passthrough mode) `X-COUPA-API-KEY` and `Authorization` go through untouched.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     upstream_host: &HeaderValue,
-    bearer: HeaderValue,
+    bearer: Option<HeaderValue>,
     peer_ip: &HeaderValue,
     proto: &HeaderValue,
 ) {
     remove_hop_by_hop(headers);
-    headers.remove(&COUPA_API_KEY);
-    // `insert` below replaces every Authorization value the caller sent.
-    headers.insert(header::AUTHORIZATION, bearer);
+    if let Some(bearer) = bearer {
+        headers.remove(&COUPA_API_KEY);
+        // `insert` replaces every Authorization value the caller sent.
+        headers.insert(header::AUTHORIZATION, bearer);
+    }
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(&X_FORWARDED_HOST, host);
     }
@@ -93,7 +96,7 @@ mod tests {
         rewrite_request(
             &mut h,
             &HeaderValue::from_static("acme.coupahost.com"),
-            HeaderValue::from_static("Bearer T"),
+            Some(HeaderValue::from_static("Bearer T")),
             &HeaderValue::from_static("10.1.2.3"),
             &HeaderValue::from_static("http"),
         );
@@ -144,6 +147,25 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h[header::ACCEPT], "application/json");
+    }
+
+    #[test]
+    fn passthrough_keeps_the_callers_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert("x-coupa-api-key", HeaderValue::from_static("legacy"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        rewrite_request(
+            &mut h,
+            &HeaderValue::from_static("acme.coupahost.com"),
+            None,
+            &HeaderValue::from_static("10.1.2.3"),
+            &HeaderValue::from_static("http"),
+        );
+        assert_eq!(h["x-coupa-api-key"], "legacy");
+        assert_eq!(h[header::AUTHORIZATION], "Basic abc");
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h[header::HOST], "acme.coupahost.com");
     }
 
     #[test]

@@ -11,9 +11,10 @@ pub mod path;
 pub mod upstream;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
@@ -24,7 +25,11 @@ use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
+use crate::config::{Mode, ScopeCheck};
+use crate::identity::{self, Caller};
+use crate::migration::{Observation, ANONYMOUS};
 use crate::runtime::{RouteTarget, Shared};
+use crate::scopes::Needed;
 
 /// Response bodies: Coupa's streamed through, or a small one the gateway wrote itself.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -36,6 +41,8 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Per-connection constants, built once when the connection is accepted.
 #[derive(Debug)]
 pub struct ConnInfo {
+    /// The peer's address (integrations may be recognised by it).
+    pub peer: IpAddr,
     /// The peer's IP as a header value, for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
@@ -46,6 +53,7 @@ impl ConnInfo {
     /// Constants for a plain-HTTP connection from `peer`.
     pub fn new(peer: std::net::SocketAddr) -> Self {
         Self {
+            peer: peer.ip(),
             peer_ip: HeaderValue::try_from(peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
             proto: HeaderValue::from_static("http"),
@@ -69,84 +77,181 @@ pub async fn handle(
     let path = req.uri().path();
     if let Some(reason) = path::check(path) {
         shared.metrics.unrouted.record(400);
-        return Ok(ProxyError::BadPath(reason).into_response(&request_id));
+        return Ok(ProxyError::BadPath(reason).into_response(&request_id, ANONYMOUS));
     }
     let Some(found) = runtime.routes.find(path) else {
         shared.metrics.unrouted.record(404);
-        return Ok(ProxyError::NoRoute.into_response(&request_id));
+        return Ok(ProxyError::NoRoute.into_response(&request_id, ANONYMOUS));
     };
     let route = found.route;
+    let needed = runtime.config.scopes.needed(req.method(), found.rest);
     let upstream_pq = upstream_path_and_query(route, found.rest, req.uri().query());
-    let resp = match forward(
-        &runtime.upstream,
-        route,
-        &conn,
-        req,
-        upstream_pq,
-        &request_id,
-    )
-    .await
-    {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(&request_id),
+    let legacy_key = req.headers().contains_key(&headers::COUPA_API_KEY);
+    let caller = identity::identify(&runtime.integrations, req.headers(), conn.peer);
+    let (caller_name, usage) = match &caller {
+        Caller::Known(g) | Caller::WrongAddress(g) => (g.name.as_str(), &g.usage[route.index]),
+        Caller::UnknownKey | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
     };
-    route.metrics.responses.record(resp.status().as_u16());
+    let ctx = Forward {
+        client: &runtime.upstream,
+        route,
+        conn: &conn,
+        request_id: &request_id,
+    };
+    let result = async {
+        admit(route, &caller)?;
+        match route.mode {
+            Mode::Blocked => Err(ProxyError::Blocked(route.blocked_message.clone())),
+            Mode::Passthrough => {
+                check_scope(&shared, route, needed, req.method(), caller_name, false)?;
+                ctx.send(req, upstream_pq, None).await
+            }
+            Mode::OAuth => {
+                check_scope(&shared, route, needed, req.method(), caller_name, true)?;
+                let bearer = bearer(route)?;
+                ctx.send(req, upstream_pq, Some(bearer)).await
+            }
+        }
+    }
+    .await;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(&request_id, caller_name),
+    };
+    let status = resp.status().as_u16();
+    route.metrics.responses.record(status);
+    usage
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .record(&Observation {
+            status,
+            mode: route.mode,
+            legacy_key,
+            needed,
+            at: SystemTime::now(),
+        });
     Ok(resp)
 }
 
-async fn forward(
-    client: &upstream::UpstreamClient,
-    route: &RouteTarget,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-    path_and_query: Bytes,
-    request_id: &HeaderValue,
-) -> Result<Response<Body>, ProxyError> {
-    let now = Instant::now();
-    // Never forward without a token: Coupa would answer 401 and the caller would blame its
-    // own credentials. 503 + Retry-After tells it to come back.
-    let bearer = route.token.bearer(now).map_err(|u| ProxyError::NoToken {
-        client: route.token.name().to_string(),
-        retry_after: u.retry_after,
-    })?;
-
-    let (mut parts, body) = req.into_parts();
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(route.scheme.clone());
-    uri.authority = Some(route.authority.clone());
-    uri.path_and_query = Some(
-        PathAndQuery::from_maybe_shared(path_and_query)
-            .map_err(|e| ProxyError::Internal(e.into()))?,
-    );
-    parts.uri = Uri::from_parts(uri).map_err(|e| ProxyError::Internal(e.into()))?;
-    // The pool picks HTTP/1.1 (or h2 when negotiated); an h2 caller's version must not leak.
-    parts.version = Version::HTTP_11;
-    headers::rewrite_request(
-        &mut parts.headers,
-        &route.host,
-        bearer,
-        &conn.peer_ip,
-        &conn.proto,
-    );
-    parts.headers.insert(&REQUEST_ID, request_id.clone());
-    let upstream_req = Request::from_parts(parts, body);
-
-    let sent = Instant::now();
-    let result = tokio::time::timeout(route.timeout, client.request(upstream_req)).await;
-    let mut resp = match result {
-        Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(e)) if timed_out(&e) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamConnect(e)),
-        Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
-        Ok(Ok(resp)) => resp,
-    };
-    route.metrics.upstream_latency.observe(sent.elapsed());
-    let headers = resp.headers_mut();
-    headers::remove_hop_by_hop(headers);
-    if !headers.contains_key(&REQUEST_ID) {
-        headers.insert(&REQUEST_ID, request_id.clone());
+/// May this caller use this route?
+fn admit(route: &RouteTarget, caller: &Caller<'_>) -> Result<(), ProxyError> {
+    match caller {
+        Caller::Known(g) if g.may_use(route.index) => Ok(()),
+        Caller::Known(g) => Err(ProxyError::RouteForbidden {
+            integration: g.name.clone(),
+            route: route.prefix.clone(),
+        }),
+        Caller::WrongAddress(g) => Err(ProxyError::AddressForbidden {
+            integration: g.name.clone(),
+        }),
+        _ if route.open => Ok(()),
+        Caller::UnknownKey => Err(ProxyError::Unauthenticated(
+            "the X-COUPA-API-KEY sent is not one this gateway knows; this route admits only the integrations configured for it",
+        )),
+        Caller::Anonymous => Err(ProxyError::Unauthenticated(
+            "send the integration's API key in X-COUPA-API-KEY; this route admits only the integrations configured for it",
+        )),
     }
-    Ok(resp.map(Either::Left))
+}
+
+/// Compares what the request needs with the route's client. In enforce mode (oauth only: in
+/// passthrough the client's token is not used) a gap is a 403 before Coupa is called; in
+/// warn mode it is logged once per client and scope.
+fn check_scope(
+    shared: &Shared,
+    route: &RouteTarget,
+    needed: Option<&Needed>,
+    method: &http::Method,
+    caller: &str,
+    oauth: bool,
+) -> Result<(), ProxyError> {
+    let (Some(needed), Some(client)) = (needed, &route.client) else {
+        return Ok(());
+    };
+    if route.scope_check == ScopeCheck::Off
+        || needed.any_of.is_empty()
+        || route.client_has_any(&needed.any_of)
+    {
+        return Ok(());
+    }
+    if oauth && route.scope_check == ScopeCheck::Enforce {
+        return Err(ProxyError::ScopeMissing {
+            client: client.clone(),
+            scope: needed.label.to_string(),
+        });
+    }
+    shared.warn_missing_scope(client, &needed.label, method, caller);
+    Ok(())
+}
+
+/// Never forward without a token: Coupa would answer 401 and the caller would blame its own
+/// credentials. 503 + Retry-After tells it to come back.
+fn bearer(route: &RouteTarget) -> Result<HeaderValue, ProxyError> {
+    let cell = route
+        .token
+        .as_ref()
+        .expect("validated oauth routes have a client");
+    cell.bearer(Instant::now())
+        .map_err(|u| ProxyError::NoToken {
+            client: cell.name().to_string(),
+            retry_after: u.retry_after,
+        })
+}
+
+/// What sending one request upstream needs besides the request.
+struct Forward<'a> {
+    client: &'a upstream::UpstreamClient,
+    route: &'a RouteTarget,
+    conn: &'a ConnInfo,
+    request_id: &'a HeaderValue,
+}
+
+impl Forward<'_> {
+    async fn send(
+        &self,
+        req: Request<Incoming>,
+        path_and_query: Bytes,
+        bearer: Option<HeaderValue>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let route = self.route;
+        let (mut parts, body) = req.into_parts();
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(route.scheme.clone());
+        uri.authority = Some(route.authority.clone());
+        uri.path_and_query = Some(
+            PathAndQuery::from_maybe_shared(path_and_query)
+                .map_err(|e| ProxyError::Internal(e.into()))?,
+        );
+        parts.uri = Uri::from_parts(uri).map_err(|e| ProxyError::Internal(e.into()))?;
+        // The pool picks HTTP/1.1 (or h2 when negotiated); an h2 caller's version must not leak.
+        parts.version = Version::HTTP_11;
+        headers::rewrite_request(
+            &mut parts.headers,
+            &route.host,
+            bearer,
+            &self.conn.peer_ip,
+            &self.conn.proto,
+        );
+        parts.headers.insert(&REQUEST_ID, self.request_id.clone());
+        let upstream_req = Request::from_parts(parts, body);
+
+        let sent = Instant::now();
+        let result = tokio::time::timeout(route.timeout, self.client.request(upstream_req)).await;
+        let mut resp = match result {
+            Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) if timed_out(&e) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamConnect(e)),
+            Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
+            Ok(Ok(resp)) => resp,
+        };
+        route.metrics.upstream_latency.observe(sent.elapsed());
+        let headers = resp.headers_mut();
+        headers::remove_hop_by_hop(headers);
+        if !headers.contains_key(&REQUEST_ID) {
+            headers.insert(&REQUEST_ID, self.request_id.clone());
+        }
+        Ok(resp.map(Either::Left))
+    }
 }
 
 /// `{base_path}{rest}?{query}`, byte for byte: Coupa queries carry JSON and brackets

@@ -1,0 +1,1254 @@
+//! Lenient request targets for the HTTP/1 listener.
+//!
+//! hyper parses the request target with the `http` crate, which refuses a few
+//! visible ASCII bytes (a raw `"` in the query, `<`, `>`, a backtick in the
+//! path) and answers `400 Bad Request` before any handler runs. Coupa takes
+//! JSON in query strings, and legacy integrations build such URLs by string
+//! concatenation, so they send those bytes raw. Percent-encoding them is
+//! equivalent for any RFC 3986 server, so [`LenientTargets`] does exactly that
+//! to each request line on the inbound byte stream, before hyper sees it.
+//!
+//! To rewrite request lines and never body bytes, the wrapper follows HTTP/1.1
+//! message framing (RFC 9112 §6) the way hyper does: `Content-Length` bodies
+//! are counted, chunked bodies are walked with hyper's own chunk grammar.
+//! Whenever the framing is anything but plain — `CONNECT`, `Upgrade`, the
+//! HTTP/2 preface, a head httparse refuses, conflicting lengths, a malformed
+//! chunk — it stops rewriting for the rest of the connection and passes bytes
+//! through untouched, so hyper handles or rejects them exactly as before.
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Largest head buffered for inspection. hyper refuses request targets over
+/// 64 KiB, so a maximal target plus ordinary headers fits; a longer head is
+/// handed over unchanged and hyper applies its own limits to it.
+const MAX_HEAD: usize = 80 * 1024;
+
+/// Header slots for parsing a head: hyper's default limit is 100, and a head
+/// with more than this falls back to passthrough rather than being misread.
+const MAX_HEADERS: usize = 128;
+
+/// Scratch buffers larger than this are released once drained, so one large
+/// head does not pin memory for the lifetime of a keep-alive connection.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// Bytes that `http::uri::PathAndQuery` refuses in the path (before `?`) and
+/// that are visible ASCII, so percent-encoding them is lossless.
+/// `tests::tables_match_http_crate` re-derives this from the `http` crate.
+const PATH_REFUSED: [bool; 256] = byte_table(b"<>`");
+
+/// Bytes that `http::uri::PathAndQuery` refuses in the query; see
+/// [`PATH_REFUSED`].
+const QUERY_REFUSED: [bool; 256] = byte_table(b"\"<>");
+
+const fn byte_table(bytes: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
+/// Wraps an accepted connection; percent-encodes the bytes hyper's URI parser
+/// refuses in each HTTP/1 request line.
+///
+/// Only the request target of each request head is changed: in the path `<`,
+/// `>` and `` ` `` become `%3C`, `%3E` and `%60`; in the query `"`, `<` and
+/// `>` become `%22`, `%3C` and `%3E`. Existing escapes (`%`) and everything
+/// from a `#` on are left byte-exact. Bodies, and everything after a message
+/// whose framing is not plain `Content-Length`/chunked, pass through unchanged.
+///
+/// A request head is held back until it is complete, so hyper only ever sees
+/// whole (possibly rewritten) heads. Writes go straight to the inner stream.
+#[derive(Debug)]
+pub struct LenientTargets<T> {
+    io: T,
+    framer: Framer,
+    /// Bytes read from `io` that the framer has not looked at yet: whatever
+    /// followed a head that had to be buffered in the same read.
+    unread: Vec<u8>,
+    unread_pos: usize,
+    /// Read position in `framer.out`.
+    out_pos: usize,
+}
+
+impl<T> LenientTargets<T> {
+    /// Wraps a freshly accepted connection, positioned at the start of the
+    /// first request.
+    pub fn new(io: T) -> Self {
+        Self {
+            io,
+            framer: Framer::new(),
+            unread: Vec::new(),
+            unread_pos: 0,
+            out_pos: 0,
+        }
+    }
+
+    /// Returns the wrapped connection. Bytes already read from it but not yet
+    /// returned to the reader (a partial head, say) are dropped.
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for LenientTargets<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // Reading into a full buffer must not look like EOF from the inner
+        // stream, and there is nothing to hand over anyway.
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            // 1. A finished head (possibly rewritten) goes out first: it
+            //    precedes everything still unread.
+            if this.out_pos < this.framer.out.len() {
+                let out = &this.framer.out[this.out_pos..];
+                let n = out.len().min(buf.remaining());
+                buf.put_slice(&out[..n]);
+                this.out_pos += n;
+                if this.out_pos == this.framer.out.len() {
+                    this.out_pos = 0;
+                    recycle(&mut this.framer.out);
+                }
+                return Poll::Ready(Ok(()));
+            }
+
+            // 2. Bytes that followed a buffered head in an earlier read.
+            if this.unread_pos < this.unread.len() {
+                let rest = &this.unread[this.unread_pos..];
+                let passed = if this.framer.in_head() {
+                    this.unread_pos += match this.framer.feed_head(rest) {
+                        HeadStep::InPlace(n) => {
+                            this.framer.out.extend_from_slice(&rest[..n]);
+                            n
+                        }
+                        HeadStep::Taken(n) => n,
+                    };
+                    false
+                } else {
+                    let window = &rest[..rest.len().min(buf.remaining())];
+                    let n = this.framer.pass_len(window);
+                    buf.put_slice(&window[..n]);
+                    this.unread_pos += n;
+                    n > 0
+                };
+                if this.unread_pos == this.unread.len() {
+                    this.unread_pos = 0;
+                    recycle(&mut this.unread);
+                }
+                if passed {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+
+            // 3. Fresh bytes, read straight into the caller's buffer so that
+            //    body bytes are never copied by us.
+            let start = buf.filled().len();
+            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            let end = buf.filled().len();
+            if end == start {
+                // EOF. A partial head goes to hyper as is; it reports it.
+                if this.framer.flush_partial_head() {
+                    continue;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut pos = start;
+            while pos < end {
+                if !this.framer.in_head() {
+                    pos += this.framer.pass_len(&buf.filled()[pos..end]);
+                    continue;
+                }
+                match this.framer.feed_head(&buf.filled()[pos..end]) {
+                    HeadStep::InPlace(n) => pos += n,
+                    HeadStep::Taken(n) => {
+                        // The framer holds bytes that precede the rest of this
+                        // read, so the rest waits in `unread` until they are out.
+                        this.unread.extend_from_slice(&buf.filled()[pos + n..end]);
+                        buf.set_filled(pos);
+                        break;
+                    }
+                }
+            }
+            if buf.filled().len() > start {
+                return Poll::Ready(Ok(()));
+            }
+            // Everything went into the framer: hand out what it produced, or
+            // read on until a head is complete or the stream is Pending.
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Empties a scratch buffer, keeping its allocation unless it grew large.
+fn recycle(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP_CAPACITY {
+        *buf = Vec::new();
+    } else {
+        buf.clear();
+    }
+}
+
+/// Where the inbound stream is, in terms of HTTP/1.1 message framing.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Accumulating a request head.
+    Head(HeadScan),
+    /// Inside a `Content-Length` body; the count of bytes still to come.
+    Fixed(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// No longer tracking framing: everything passes unchanged.
+    Passthrough,
+}
+
+impl State {
+    fn head() -> Self {
+        State::Head(HeadScan::default())
+    }
+}
+
+/// Result of offering bytes to a head in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadStep {
+    /// The first `n` offered bytes are to be forwarded exactly as they are,
+    /// from where they are; nothing was copied.
+    InPlace(usize),
+    /// The first `n` offered bytes were taken; whatever is ready to forward
+    /// is in `Framer::out`.
+    Taken(usize),
+}
+
+/// The framing state machine, separate from I/O.
+#[derive(Debug)]
+struct Framer {
+    state: State,
+    /// The head in progress, when it spans reads.
+    head: Vec<u8>,
+    /// Processed bytes ready to forward: a complete (possibly rewritten) head,
+    /// or a partial head being given up on.
+    out: Vec<u8>,
+}
+
+impl Framer {
+    fn new() -> Self {
+        Self {
+            state: State::head(),
+            head: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn in_head(&self) -> bool {
+        matches!(self.state, State::Head(_))
+    }
+
+    /// Offers bytes to the head in progress. Only valid in the `Head` state
+    /// and with `out` drained, so that output keeps stream order.
+    fn feed_head(&mut self, data: &[u8]) -> HeadStep {
+        debug_assert!(self.out.is_empty());
+        let State::Head(scan) = &mut self.state else {
+            unreachable!("feed_head outside a head");
+        };
+        let window = &data[..data.len().min(MAX_HEAD - self.head.len())];
+        let Some(last) = scan.find_end(window) else {
+            if window.len() == data.len() {
+                self.head.extend_from_slice(data);
+                return HeadStep::Taken(data.len());
+            }
+            // Over the cap: give up on this connection and let hyper judge
+            // the head with its own, larger limits.
+            self.state = State::Passthrough;
+            if self.head.is_empty() {
+                return HeadStep::InPlace(data.len());
+            }
+            self.head.extend_from_slice(data);
+            std::mem::swap(&mut self.head, &mut self.out);
+            return HeadStep::Taken(data.len());
+        };
+        let end = last + 1;
+        if self.head.is_empty() {
+            // The whole head arrived in one piece: the common case, which
+            // costs no copy unless the target needs rewriting.
+            let head = &data[..end];
+            let verdict = examine(head);
+            self.state = verdict.next;
+            return match verdict.rewrite {
+                None => HeadStep::InPlace(end),
+                Some(target) => {
+                    rewrite_into(head, target, &mut self.out);
+                    HeadStep::Taken(end)
+                }
+            };
+        }
+        self.head.extend_from_slice(&data[..end]);
+        let verdict = examine(&self.head);
+        self.state = verdict.next;
+        match verdict.rewrite {
+            None => std::mem::swap(&mut self.head, &mut self.out),
+            Some(target) => {
+                rewrite_into(&self.head, target, &mut self.out);
+                recycle(&mut self.head);
+            }
+        }
+        HeadStep::Taken(end)
+    }
+
+    /// Counts the leading bytes of `data` that belong to the current body (or
+    /// to passthrough) and advances past them. Returns less than `data.len()`
+    /// only when a message ended inside `data` and a head follows; it never
+    /// returns 0 for non-empty `data` outside the `Head` state.
+    fn pass_len(&mut self, data: &[u8]) -> usize {
+        match &mut self.state {
+            State::Head(_) => unreachable!("pass_len inside a head"),
+            State::Passthrough => data.len(),
+            State::Fixed(remaining) => {
+                let n = usize::try_from(*remaining).map_or(data.len(), |r| r.min(data.len()));
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    self.state = State::head();
+                }
+                n
+            }
+            State::Chunked(chunk) => {
+                let (n, next) = chunk.advance(data);
+                match next {
+                    ChunkNext::More(c) => *chunk = c,
+                    ChunkNext::Done => self.state = State::head(),
+                    // hyper will fail this body and close the connection;
+                    // until then nothing here is a head.
+                    ChunkNext::Bad => {
+                        self.state = State::Passthrough;
+                        return data.len();
+                    }
+                }
+                n
+            }
+        }
+    }
+
+    /// At EOF: moves a partial head to `out` unchanged, so hyper sees what the
+    /// client sent. Returns whether there was one.
+    fn flush_partial_head(&mut self) -> bool {
+        if self.head.is_empty() {
+            return false;
+        }
+        self.state = State::Passthrough;
+        std::mem::swap(&mut self.head, &mut self.out);
+        true
+    }
+}
+
+/// Incremental search for the blank line that ends a head.
+#[derive(Debug, Clone, Copy, Default)]
+struct HeadScan {
+    line: Line,
+    /// Whether a non-blank line has started. httparse skips blank lines
+    /// before the request line (RFC 9112 §2.2), so those end nothing.
+    content: bool,
+}
+
+/// What the current line holds so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Line {
+    #[default]
+    Empty,
+    Cr,
+    Text,
+}
+
+impl HeadScan {
+    /// Returns the index of the `\n` that ends the head, if `data` holds it.
+    /// Like httparse, accepts both `\r\n` and bare `\n` line endings.
+    fn find_end(&mut self, data: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        while i < data.len() {
+            if self.line == Line::Text {
+                // Nothing inside a line matters; jump to its end.
+                let nl = data[i..].iter().position(|&b| b == b'\n')?;
+                i += nl + 1;
+                self.line = Line::Empty;
+                continue;
+            }
+            match data[i] {
+                b'\n' if self.content => return Some(i),
+                b'\n' => self.line = Line::Empty,
+                b'\r' if self.line == Line::Empty => self.line = Line::Cr,
+                _ => {
+                    self.line = Line::Text;
+                    self.content = true;
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+/// What to do with a complete head.
+#[derive(Debug)]
+struct Verdict {
+    /// State for the bytes after the head.
+    next: State,
+    /// Range of the head to percent-encode, if it holds any refused byte.
+    rewrite: Option<Range<usize>>,
+}
+
+/// Parses a complete head the way hyper does and decides how to forward it
+/// and what follows it.
+fn examine(head: &[u8]) -> Verdict {
+    let passthrough = Verdict {
+        next: State::Passthrough,
+        rewrite: None,
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    // Anything but a clean parse that ends exactly at our blank line (the
+    // HTTP/2 preface, a malformed head, too many headers) is left to hyper.
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        _ => return passthrough,
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return passthrough;
+    };
+    let next = framing(method, version, req.headers);
+    // A CONNECT target is an authority; there is no path or query to fix.
+    if method == "CONNECT" {
+        return Verdict {
+            next,
+            rewrite: None,
+        };
+    }
+    let target = target.as_bytes();
+    // httparse hands back a subslice of `head`; its offset locates the target.
+    let offset = target.as_ptr() as usize - head.as_ptr() as usize;
+    debug_assert_eq!(&head[offset..offset + target.len()], target);
+    let rewrite = path_start(target)
+        .filter(|&start| count_refused(&target[start..]) > 0)
+        .map(|start| offset + start..offset + target.len());
+    Verdict { next, rewrite }
+}
+
+/// The framing of the body after a request head, mirroring hyper's server
+/// (RFC 9112 §6.3): `Transfer-Encoding` ending in `chunked`, else a
+/// `Content-Length`, else no body. Anything hyper rejects or that turns the
+/// connection into something else becomes passthrough.
+fn framing(method: &str, version: u8, headers: &[httparse::Header<'_>]) -> State {
+    if method == "CONNECT" {
+        return State::Passthrough;
+    }
+    let mut chunked = None;
+    let mut length = None;
+    let mut bad_length = false;
+    for header in headers {
+        let name = header.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // hyper decides on the last Transfer-Encoding line.
+            chunked = Some(is_chunked(header.value));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            match (parse_digits(header.value), length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(prev)) if n == prev => {}
+                _ => bad_length = true,
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            // After a 101 the bytes are another protocol.
+            return State::Passthrough;
+        }
+    }
+    match (chunked, length) {
+        // Both framings at once is the shape of request smuggling; hyper
+        // picks chunked and closes afterwards. Nothing to gain by following.
+        (Some(_), Some(_)) => State::Passthrough,
+        _ if bad_length => State::Passthrough,
+        // Chunked is HTTP/1.1 only; hyper rejects other codings.
+        (Some(true), None) if version == 1 => State::Chunked(Chunk::Start),
+        (Some(_), None) => State::Passthrough,
+        (None, Some(0) | None) => State::head(),
+        (None, Some(n)) => State::Fixed(n),
+    }
+}
+
+/// hyper's test: the last comma-separated coding is `chunked`.
+fn is_chunked(value: &[u8]) -> bool {
+    // hyper needs the value as visible ASCII; anything else is not chunked.
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return false;
+    }
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+/// A `Content-Length` value as hyper reads it: ASCII digits only, no sign,
+/// no list, no overflow.
+fn parse_digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |acc, &b| match b {
+        b'0'..=b'9' => acc.checked_mul(10)?.checked_add(u64::from(b - b'0')),
+        _ => None,
+    })
+}
+
+/// Offset in a request target where its path-and-query begins, if it has one
+/// we may touch: origin-form starts with it; in absolute-form it follows the
+/// authority. Asterisk- and authority-form have none.
+fn path_start(target: &[u8]) -> Option<usize> {
+    if target.first() == Some(&b'/') {
+        return Some(0);
+    }
+    let sep = target.windows(3).position(|w| w == b"://")?;
+    let scheme = &target[..sep];
+    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return None;
+    }
+    // The authority ends where the `http` crate ends it.
+    let authority = sep + 3;
+    let len = target[authority..]
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))?;
+    Some(authority + len)
+}
+
+/// Walks a path-and-query, calling `f` with each byte and whether it must be
+/// percent-encoded. Stops at `#`: the `http` crate drops the fragment
+/// unchecked, so whatever follows is left alone.
+fn walk_target(target: &[u8], mut f: impl FnMut(u8, bool)) -> usize {
+    let mut in_query = false;
+    for (i, &b) in target.iter().enumerate() {
+        if b == b'#' {
+            return i;
+        }
+        let refused = if in_query {
+            QUERY_REFUSED[usize::from(b)]
+        } else {
+            in_query = b == b'?';
+            PATH_REFUSED[usize::from(b)]
+        };
+        f(b, refused);
+    }
+    target.len()
+}
+
+fn count_refused(target: &[u8]) -> usize {
+    let mut count = 0;
+    walk_target(target, |_, refused| count += usize::from(refused));
+    count
+}
+
+/// Copies `head` into `out` with the refused bytes in `target` (a range of
+/// `head` holding a path-and-query) percent-encoded.
+fn rewrite_into(head: &[u8], target: Range<usize>, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let part = &head[target.clone()];
+    out.reserve(head.len() + 2 * count_refused(part));
+    out.extend_from_slice(&head[..target.start]);
+    let walked = walk_target(part, |b, refused| {
+        if refused {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        } else {
+            out.push(b);
+        }
+    });
+    out.extend_from_slice(&part[walked..]);
+    out.extend_from_slice(&head[target.end..]);
+}
+
+/// Position in a chunked body, following hyper's decoder state for state so
+/// that both agree on where the body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting the first hex digit of a chunk size.
+    Start,
+    /// In the chunk size; the value so far.
+    Size(u64),
+    /// In whitespace after the chunk size.
+    SizeLws(u64),
+    /// In a chunk extension.
+    Ext(u64),
+    /// Expecting the `\n` of the chunk-size line.
+    SizeLf(u64),
+    /// In chunk data; the count of bytes still to come (never 0).
+    Data(u64),
+    /// Expecting the `\r` after chunk data.
+    DataCr,
+    /// Expecting the `\n` after chunk data.
+    DataLf,
+    /// After the last chunk or a trailer line: a blank line or a trailer.
+    EndCr,
+    /// In a trailer line.
+    Trailer,
+    /// Expecting the `\n` of a trailer line.
+    TrailerLf,
+    /// Expecting the `\n` of the final blank line.
+    EndLf,
+}
+
+/// Where a chunked body goes after some bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkNext {
+    /// Still inside the body.
+    More(Chunk),
+    /// The body ended.
+    Done,
+    /// Not a chunked body hyper would accept.
+    Bad,
+}
+
+impl Chunk {
+    /// Consumes bytes of `data` up to the end of the body. Returns how many
+    /// were consumed and where that leaves the body.
+    fn advance(self, data: &[u8]) -> (usize, ChunkNext) {
+        let mut state = self;
+        let mut i = 0;
+        while i < data.len() {
+            if let Chunk::Data(remaining) = state {
+                // Chunk data is skipped in bulk; it is only counted.
+                let n =
+                    usize::try_from(remaining).map_or(data.len() - i, |r| r.min(data.len() - i));
+                i += n;
+                state = match remaining - n as u64 {
+                    0 => Chunk::DataCr,
+                    left => Chunk::Data(left),
+                };
+                continue;
+            }
+            let next = state.step(data[i]);
+            i += 1;
+            match next {
+                ChunkNext::More(s) => state = s,
+                end => return (i, end),
+            }
+        }
+        (i, ChunkNext::More(state))
+    }
+
+    /// One byte of chunk framing, with hyper's grammar: CRLF required after
+    /// size lines and data, bare LF refused in extensions, trailers end at CR.
+    fn step(self, b: u8) -> ChunkNext {
+        use ChunkNext::{Bad, Done, More};
+        match (self, b) {
+            (Chunk::Start, _) => hex_digit(b).map_or(Bad, |d| More(Chunk::Size(d))),
+            (Chunk::Size(size), _) if b.is_ascii_hexdigit() => size
+                .checked_mul(16)
+                .zip(hex_digit(b))
+                .and_then(|(s, d)| s.checked_add(d))
+                .map_or(Bad, |s| More(Chunk::Size(s))),
+            (Chunk::Size(size) | Chunk::SizeLws(size), b'\t' | b' ') => More(Chunk::SizeLws(size)),
+            (Chunk::Size(size) | Chunk::SizeLws(size), b';') => More(Chunk::Ext(size)),
+            (Chunk::Size(size) | Chunk::SizeLws(size) | Chunk::Ext(size), b'\r') => {
+                More(Chunk::SizeLf(size))
+            }
+            (Chunk::Size(_) | Chunk::SizeLws(_), _) => Bad,
+            (Chunk::Ext(_), b'\n') => Bad,
+            (Chunk::Ext(size), _) => More(Chunk::Ext(size)),
+            (Chunk::SizeLf(0), b'\n') => More(Chunk::EndCr),
+            (Chunk::SizeLf(size), b'\n') => More(Chunk::Data(size)),
+            (Chunk::SizeLf(_), _) => Bad,
+            (Chunk::Data(_), _) => unreachable!("chunk data is skipped in bulk"),
+            (Chunk::DataCr, b'\r') => More(Chunk::DataLf),
+            (Chunk::DataLf, b'\n') => More(Chunk::Start),
+            (Chunk::DataCr | Chunk::DataLf, _) => Bad,
+            (Chunk::EndCr, b'\r') => More(Chunk::EndLf),
+            (Chunk::Trailer, b'\r') => More(Chunk::TrailerLf),
+            (Chunk::EndCr | Chunk::Trailer, _) => More(Chunk::Trailer),
+            (Chunk::TrailerLf, b'\n') => More(Chunk::EndCr),
+            (Chunk::EndLf, b'\n') => Done,
+            (Chunk::TrailerLf | Chunk::EndLf, _) => Bad,
+        }
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u64> {
+    char::from(b).to_digit(16).map(u64::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Incoming;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Bounds every async test, so a framing bug shows up as a failure rather
+    /// than a hang.
+    async fn bounded<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .expect("test timed out")
+    }
+
+    // ----- the byte sets ---------------------------------------------------
+
+    /// Re-derives the refused sets from the `http` crate itself, so an
+    /// upgrade that changes them fails here instead of in production.
+    #[test]
+    fn tables_match_http_crate() {
+        let accepts = |target: Vec<u8>| {
+            let uri_ok = http::Uri::from_maybe_shared(Bytes::from(target.clone())).is_ok();
+            let pq_ok = http::uri::PathAndQuery::from_maybe_shared(Bytes::from(target)).is_ok();
+            assert_eq!(uri_ok, pq_ok, "Uri and PathAndQuery disagree");
+            uri_ok
+        };
+        let mut path_refused = Vec::new();
+        let mut query_refused = Vec::new();
+        for b in 0x21..=0x7e_u8 {
+            if !accepts([b"/a".as_slice(), &[b], b"b"].concat()) {
+                path_refused.push(b);
+            }
+            if !accepts([b"/a?b".as_slice(), &[b], b"c"].concat()) {
+                query_refused.push(b);
+            }
+        }
+        assert_eq!(path_refused, b"<>`");
+        assert_eq!(query_refused, b"\"<>");
+        for b in 0..=255_u8 {
+            let i = usize::from(b);
+            assert_eq!(
+                PATH_REFUSED[i],
+                path_refused.contains(&b),
+                "path byte {b:#x}"
+            );
+            assert_eq!(
+                QUERY_REFUSED[i],
+                query_refused.contains(&b),
+                "query byte {b:#x}"
+            );
+        }
+        // And the rewritten forms are accepted.
+        for b in path_refused.iter().chain(&query_refused) {
+            let encoded = format!("/a%{b:02X}b?c%{b:02X}d");
+            assert!(accepts(encoded.into_bytes()));
+        }
+    }
+
+    // ----- pure framing over scripted reads --------------------------------
+
+    /// Yields the given chunks as separate reads, with a `Pending` before each
+    /// one so the wrapper also meets a stalled stream mid-head and mid-body.
+    struct Script {
+        chunks: VecDeque<Vec<u8>>,
+        stall: bool,
+    }
+
+    impl AsyncRead for Script {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.stall {
+                self.stall = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.stall = true;
+            let Some(chunk) = self.chunks.front_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let n = chunk.len().min(buf.remaining());
+            buf.put_slice(&chunk[..n]);
+            chunk.drain(..n);
+            if chunk.is_empty() {
+                self.chunks.pop_front();
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Everything a reader with `out_size`-byte reads gets out of the wrapper
+    /// when the connection delivers `chunks`.
+    async fn filter(chunks: Vec<Vec<u8>>, out_size: usize) -> Vec<u8> {
+        let script = Script {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            stall: false,
+        };
+        let mut wrapper = LenientTargets::new(script);
+        let mut out = Vec::new();
+        let mut buf = vec![0; out_size];
+        loop {
+            let n = wrapper.read(&mut buf).await.expect("scripted read");
+            if n == 0 {
+                return out;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Checks the output for the whole input in one read, one byte per read,
+    /// and every split into two reads, with small and large reader buffers.
+    async fn check_all_splits(input: &[u8], expected: &[u8]) {
+        let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        for out_size in [1, 5, 8192] {
+            let whole = filter(vec![input.to_vec()], out_size).await;
+            assert_eq!(
+                show(&whole),
+                show(expected),
+                "one read, out_size {out_size}"
+            );
+        }
+        let bytes = input.iter().map(|&b| vec![b]).collect();
+        assert_eq!(
+            show(&filter(bytes, 8192).await),
+            show(expected),
+            "byte by byte"
+        );
+        for split in 1..input.len() {
+            for out_size in [3, 8192] {
+                let chunks = vec![input[..split].to_vec(), input[split..].to_vec()];
+                let got = filter(chunks, out_size).await;
+                assert_eq!(
+                    show(&got),
+                    show(expected),
+                    "split at {split}, out_size {out_size}"
+                );
+            }
+        }
+    }
+
+    /// Checks a few representative read patterns; for the passthrough cases.
+    async fn check(input: &[u8], expected: &[u8]) {
+        let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let bytes = input.iter().map(|&b| vec![b]).collect();
+        assert_eq!(
+            show(&filter(bytes, 8192).await),
+            show(expected),
+            "byte by byte"
+        );
+        assert_eq!(
+            show(&filter(vec![input.to_vec()], 8192).await),
+            show(expected),
+            "one read"
+        );
+        let mid = input.len() / 2;
+        let halves = vec![input[..mid].to_vec(), input[mid..].to_vec()];
+        assert_eq!(show(&filter(halves, 7).await), show(expected), "halves");
+    }
+
+    /// A chunked body: the chunks, each with an extension, a trailer section
+    /// and quotes everywhere a rewriter must not look.
+    fn chunked_body(chunks: &[&str]) -> String {
+        let mut body = String::new();
+        for (i, data) in chunks.iter().enumerate() {
+            body += &format!("{:x};n=\"{i}\"\r\n{data}\r\n", data.len());
+        }
+        body + "0;last\r\nX-Checksum: \"abc\"\r\nX-Note: <x> GET /t?\"u\" HTTP/1.1\r\n\r\n"
+    }
+
+    /// Several keep-alive requests, as sent and as hyper must receive them.
+    fn keep_alive_stream() -> (String, String) {
+        let cl_body = "GET /x?\"y\" HTTP/1.1\r\n\r\n{\"a\":\"<b>\"}";
+        let chunks = [
+            "\"q\"<a>",
+            "\r\n\r\nGET /y?\"z\" HTTP/1.1\r\nHost: h\r\n\r\n",
+        ];
+        let mut input = String::new();
+        let mut expected = String::new();
+        let mut both = |sent: &str, seen: &str| {
+            input += sent;
+            expected += seen;
+        };
+        both(
+            "GET /api/invoices?fields=[\"id\",{\"supplier\":[\"name\"]}]&updated-at[gt]=2024-01-01T00:00:00%2B00:00 HTTP/1.1\r\nHost: coupa\r\n\r\n",
+            "GET /api/invoices?fields=[%22id%22,{%22supplier%22:[%22name%22]}]&updated-at[gt]=2024-01-01T00:00:00%2B00:00 HTTP/1.1\r\nHost: coupa\r\n\r\n",
+        );
+        both(
+            &format!("POST /api/notes?tag=\"n\" HTTP/1.1\r\nHost: coupa\r\nContent-Length: {}\r\n\r\n{cl_body}", cl_body.len()),
+            &format!("POST /api/notes?tag=%22n%22 HTTP/1.1\r\nHost: coupa\r\nContent-Length: {}\r\n\r\n{cl_body}", cl_body.len()),
+        );
+        let body = chunked_body(&chunks);
+        both(
+            &format!("POST /api/batch?mode=\"c\" HTTP/1.1\r\nHost: coupa\r\nTransfer-Encoding: gzip, chunked\r\n\r\n{body}"),
+            &format!("POST /api/batch?mode=%22c%22 HTTP/1.1\r\nHost: coupa\r\nTransfer-Encoding: gzip, chunked\r\n\r\n{body}"),
+        );
+        // Blank lines before a request line, bare-LF line endings, a path
+        // that needs encoding too, and a fragment that must stay as sent.
+        both(
+            "\r\n\nGET /p<1>/`q`?a=\"b\"&c=%22#frag\"<> HTTP/1.1\nHost: coupa\n\n",
+            "\r\n\nGET /p%3C1%3E/%60q%60?a=%22b%22&c=%22#frag\"<> HTTP/1.1\nHost: coupa\n\n",
+        );
+        both(
+            "GET http://coupa.example/api/x?y=\"1\" HTTP/1.1\r\nHost: coupa\r\n\r\n",
+            "GET http://coupa.example/api/x?y=%221%22 HTTP/1.1\r\nHost: coupa\r\n\r\n",
+        );
+        // Duplicate but equal lengths are fine for hyper, so for us too.
+        both(
+            "PUT /v?{\"k\":1} HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n\"x\"",
+            "PUT /v?{%22k%22:1} HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n\"x\"",
+        );
+        both(
+            "GET /plain?x=1 HTTP/1.1\r\nHost: coupa\r\n\r\n",
+            "GET /plain?x=1 HTTP/1.1\r\nHost: coupa\r\n\r\n",
+        );
+        both(
+            "GET /last?q=<\"z\"> HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "GET /last?q=%3C%22z%22%3E HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        );
+        (input, expected)
+    }
+
+    #[tokio::test]
+    async fn rewrites_only_request_lines_for_every_read_split() {
+        let (input, expected) = keep_alive_stream();
+        bounded(check_all_splits(input.as_bytes(), expected.as_bytes())).await;
+    }
+
+    #[tokio::test]
+    async fn rewrites_only_request_lines_for_random_read_patterns() {
+        let (input, expected) = keep_alive_stream();
+        let input = input.into_bytes();
+        // A fixed LCG: reproducible, and no extra dependency.
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move |bound: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) as usize % bound
+        };
+        bounded(async {
+            for _ in 0..300 {
+                let mut chunks = Vec::new();
+                let mut pos = 0;
+                while pos < input.len() {
+                    let len = 1 + next(40).min(input.len() - pos - 1);
+                    chunks.push(input[pos..pos + len].to_vec());
+                    pos += len;
+                }
+                let out_size = 1 + next(64);
+                assert_eq!(filter(chunks, out_size).await, expected.as_bytes());
+            }
+        })
+        .await;
+    }
+
+    #[test]
+    fn a_clean_head_in_one_piece_is_not_copied() {
+        let mut framer = Framer::new();
+        let head = b"GET /a?b=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nxyGET";
+        assert_eq!(framer.feed_head(head), HeadStep::InPlace(head.len() - 5));
+        assert!(framer.out.is_empty());
+        assert!(matches!(framer.state, State::Fixed(2)));
+        assert_eq!(framer.pass_len(b"xyGET"), 2);
+        assert!(framer.in_head());
+    }
+
+    /// After the first head, everything must come out exactly as it went in.
+    async fn check_passthrough_after(first_sent: &str, first_seen: &str, rest: &str) {
+        let follow = format!("{rest}GET /after?q=\"not rewritten\" HTTP/1.1\r\n\r\n");
+        check(
+            format!("{first_sent}{follow}").as_bytes(),
+            format!("{first_seen}{follow}").as_bytes(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn unusual_framing_falls_back_to_passthrough() {
+        bounded(async {
+            // The HTTP/2 prior-knowledge preface.
+            let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+            check_passthrough_after(preface, preface, "\0\0\0\x04\0\0\0\0\0").await;
+            let connect = "CONNECT coupa.example:443 HTTP/1.1\r\nHost: coupa.example:443\r\n\r\n";
+            check_passthrough_after(connect, connect, "\x16\x03\x01").await;
+            // The upgrade request itself is fine to fix; what follows is not HTTP/1.
+            check_passthrough_after(
+                "GET /ws?t=\"1\" HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                "GET /ws?t=%221%22 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                "\u{81}\u{5}hello",
+            )
+            .await;
+            // Request-smuggling shapes: hyper decides, we do not follow.
+            let both =
+                "POST /s HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+            check_passthrough_after(both, both, "0\r\n\r\n").await;
+            let both =
+                "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
+            check_passthrough_after(both, both, "0\r\n\r\n").await;
+            let two = "POST /s HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+            check_passthrough_after(two, two, "hello!").await;
+            let list = "POST /s HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n";
+            check_passthrough_after(list, list, "hello").await;
+            let signed = "POST /s HTTP/1.1\r\nContent-Length: +5\r\n\r\n";
+            check_passthrough_after(signed, signed, "hello").await;
+            let gzip = "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n";
+            check_passthrough_after(gzip, gzip, "0\r\n\r\n").await;
+            let old = "POST /s HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+            check_passthrough_after(old, old, "0\r\n\r\n").await;
+            // A chunked body hyper would refuse: bare LF after the size.
+            let chunked = "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+            check_passthrough_after(chunked, chunked, "5\nhello\r\n0\r\n\r\n").await;
+            check_passthrough_after(chunked, chunked, "5\r\nhelloX\r\n0\r\n\r\n").await;
+            check_passthrough_after(chunked, chunked, "fffffffffffffffff\r\n").await;
+            // A head httparse refuses (header without a colon) stays as sent.
+            let bad = "GET /a?b=\"c\" HTTP/1.1\r\nNo colon here\r\n\r\n";
+            check_passthrough_after(bad, bad, "").await;
+            let bad = "GET /a?b=\"c\"  HTTP/1.1\r\n\r\n";
+            check_passthrough_after(bad, bad, "").await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn partial_and_oversized_heads_pass_unchanged() {
+        bounded(async {
+            let partial = "GET /a?b=\"c\" HTTP/1.1\r\nHost: x\r\n";
+            check(partial.as_bytes(), partial.as_bytes()).await;
+            let partial = "POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc";
+            check(partial.as_bytes(), partial.as_bytes()).await;
+            let huge = format!(
+                "GET /a?b=\"c\" HTTP/1.1\r\nX-Big: {}\r\n\r\nGET /d?\"e\" HTTP/1.1\r\n\r\n",
+                "a".repeat(MAX_HEAD)
+            );
+            check(huge.as_bytes(), huge.as_bytes()).await;
+            // Just under the cap is still rewritten.
+            let line = "GET /a?b=\"c\" HTTP/1.1\r\nX-Big: ";
+            let filler = "a".repeat(MAX_HEAD - line.len() - 4);
+            let near = format!("{line}{filler}\r\n\r\n");
+            let fixed = format!("GET /a?b=%22c%22 HTTP/1.1\r\nX-Big: {filler}\r\n\r\n");
+            assert_eq!(near.len(), MAX_HEAD);
+            check(near.as_bytes(), fixed.as_bytes()).await;
+        })
+        .await;
+    }
+
+    // ----- end to end through hyper ----------------------------------------
+
+    async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+        let uri = req.uri().to_string();
+        let body = req.into_body().collect().await?.to_bytes();
+        Ok(Response::new(Full::new(Bytes::from(format!(
+            "{uri} {}",
+            body.len()
+        )))))
+    }
+
+    /// An HTTP/1 server whose handler answers `<uri> <body length>`.
+    async fn server(lenient: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let conn = http1::Builder::new();
+                    // Errors are the point of some tests; the client sees them.
+                    let _ = if lenient {
+                        let io = TokioIo::new(LenientTargets::new(tcp));
+                        conn.serve_connection(io, service_fn(echo)).await
+                    } else {
+                        conn.serve_connection(TokioIo::new(tcp), service_fn(echo))
+                            .await
+                    };
+                });
+            }
+        });
+        addr
+    }
+
+    struct Client {
+        rd: BufReader<OwnedReadHalf>,
+        wr: OwnedWriteHalf,
+    }
+
+    impl Client {
+        async fn connect(addr: SocketAddr) -> Self {
+            let (rd, wr) = TcpStream::connect(addr)
+                .await
+                .expect("connect")
+                .into_split();
+            Self {
+                rd: BufReader::new(rd),
+                wr,
+            }
+        }
+
+        async fn send(&mut self, bytes: &str) {
+            self.wr.write_all(bytes.as_bytes()).await.expect("send");
+        }
+
+        /// The next response's status and body; `None` once the server closed.
+        async fn response(&mut self) -> Option<(u16, String)> {
+            let mut line = String::new();
+            if self.rd.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            let status = line.split(' ').nth(1)?.parse().ok()?;
+            let mut length = 0;
+            loop {
+                line.clear();
+                self.rd.read_line(&mut line).await.ok()?;
+                let header = line.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                let (name, value) = header.split_once(':')?;
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok()?;
+                }
+            }
+            let mut body = vec![0; length];
+            self.rd.read_exact(&mut body).await.ok()?;
+            Some((status, String::from_utf8(body).ok()?))
+        }
+    }
+
+    const JSON_QUERY: &str =
+        "/api/invoices?fields=[\"id\",{\"supplier\":[\"name\"]}]&updated-at[gt]=2024-01-01T00:00:00%2B00:00";
+
+    #[tokio::test]
+    async fn hyper_serves_raw_json_queries_on_one_keep_alive_connection() {
+        bounded(async {
+            let mut client = Client::connect(server(true).await).await;
+
+            client.send(&format!("GET {JSON_QUERY} HTTP/1.1\r\nHost: coupa\r\n\r\n")).await;
+            let encoded = JSON_QUERY.replace('"', "%22");
+            assert_eq!(client.response().await, Some((200, format!("{encoded} 0"))));
+
+            let body = chunked_body(&["{\"a\":\"<b>\"}", "GET /x?\"y\" HTTP/1.1\r\n\r\n"]);
+            client
+                .send(&format!(
+                    "POST /api/batch?m=\"c\" HTTP/1.1\r\nHost: coupa\r\nTransfer-Encoding: chunked\r\n\r\n{body}"
+                ))
+                .await;
+            let len = "{\"a\":\"<b>\"}GET /x?\"y\" HTTP/1.1\r\n\r\n".len();
+            assert_eq!(client.response().await, Some((200, format!("/api/batch?m=%22c%22 {len}"))));
+
+            let body = "{\"note\":\"GET /z?\\\"q\\\" HTTP/1.1\"}";
+            client
+                .send(&format!(
+                    "POST /api/notes HTTP/1.1\r\nHost: coupa\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ))
+                .await;
+            assert_eq!(client.response().await, Some((200, format!("/api/notes {}", body.len()))));
+
+            client.send("GET /api/search?q=<a>&p=\"b\" HTTP/1.1\r\nHost: coupa\r\n\r\n").await;
+            assert_eq!(
+                client.response().await,
+                Some((200, "/api/search?q=%3Ca%3E&p=%22b%22 0".to_owned()))
+            );
+        })
+        .await;
+    }
+
+    /// Documents why the wrapper exists: plain hyper refuses the same request.
+    #[tokio::test]
+    async fn hyper_alone_refuses_raw_quotes() {
+        bounded(async {
+            let mut client = Client::connect(server(false).await).await;
+            client
+                .send(&format!("GET {JSON_QUERY} HTTP/1.1\r\nHost: coupa\r\n\r\n"))
+                .await;
+            let (status, _) = client.response().await.expect("a response");
+            assert_eq!(status, 400);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn expect_continue_works_through_the_wrapper() {
+        bounded(async {
+            let mut client = Client::connect(server(true).await).await;
+            // The body looks like a request line; it must arrive untouched.
+            let body = "GET /?\"a\" HTTP/1.1\r\n\r\n";
+            client
+                .send(&format!(
+                    "POST /api/up?x=\"1\" HTTP/1.1\r\nHost: coupa\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                ))
+                .await;
+            assert_eq!(client.response().await, Some((100, String::new())));
+            client.send(body).await;
+            let echoed = format!("/api/up?x=%221%22 {}", body.len());
+            assert_eq!(client.response().await, Some((200, echoed)));
+            client.send("GET /next?\"n\" HTTP/1.1\r\nHost: coupa\r\n\r\n").await;
+            assert_eq!(client.response().await, Some((200, "/next?%22n%22 0".to_owned())));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn smuggling_shaped_requests_never_get_their_body_rewritten() {
+        bounded(async {
+            let mut client = Client::connect(server(true).await).await;
+            // Content-Length covers the hidden request; chunked framing ends
+            // before it. hyper goes by chunked and closes afterwards.
+            let hidden = "GET /hidden?q=\"x\" HTTP/1.1\r\nHost: coupa\r\n\r\n";
+            let body = format!("0\r\n\r\n{hidden}");
+            client
+                .send(&format!(
+                    "POST /s HTTP/1.1\r\nHost: coupa\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+                    body.len()
+                ))
+                .await;
+            assert_eq!(client.response().await, Some((200, "/s 0".to_owned())));
+            // Whatever else hyper answers, the hidden request was never
+            // rewritten into something it would serve.
+            while let Some((status, body)) = client.response().await {
+                assert!(!body.starts_with("/hidden"), "served {status} {body}");
+            }
+        })
+        .await;
+    }
+}

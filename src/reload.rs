@@ -1,0 +1,204 @@
+//! Hot reload: on SIGHUP or when the config file (or a secret file it names) changes, parse and
+//! validate the whole file, mint tokens for new or changed clients, and swap the runtime in one
+//! store. Anything that fails leaves the running configuration in force and is reported.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::runtime::{Runtime, Shared};
+
+/// How often the file watcher looks at the config and secret files. Polling rather than
+/// inotify: Kubernetes ConfigMap and Secret volumes swap a symlink, which file watches miss.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What an applied reload changed, for logs and tests.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Clients that got a new token cell (new, or token request changed).
+    pub new_tokens: Vec<String>,
+    /// Settings that need a restart to take effect.
+    pub restart_required: Vec<String>,
+}
+
+/// Reads, validates and applies `path`.
+pub async fn reload_file(shared: &Shared, path: &Path) -> Result<Applied, String> {
+    match Config::from_file(path) {
+        Ok(config) => apply(shared, config).await,
+        Err(e) => {
+            let message = e.to_string();
+            refused(shared, &message);
+            Err(message)
+        }
+    }
+}
+
+fn refused(shared: &Shared, message: &str) {
+    tracing::error!(error = %message, "configuration reload refused; the previous configuration stays in force");
+    let mut status = shared.reload.lock().unwrap_or_else(|p| p.into_inner());
+    status.at = Some(SystemTime::now());
+    status.error = Some(message.to_owned());
+    status.refused += 1;
+}
+
+/// Applies a validated configuration. New or changed clients get their first token before the
+/// new runtime goes live; if any cannot, the reload is refused with the reason. In-flight
+/// requests keep the runtime they started with.
+pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, String> {
+    let _one_at_a_time = shared.reload_lock.lock().await;
+    let current = shared.runtime.load_full();
+    let mut restart_required = Vec::new();
+    // Listeners are bound once; show the running address and say a restart is needed.
+    if config.server.listen != current.config.server.listen {
+        restart_required.push(format!(
+            "server.listen ({} -> {})",
+            current.config.server.listen, config.server.listen
+        ));
+        config.server.listen = current.config.server.listen;
+    }
+    if config.admin.listen != current.config.admin.listen {
+        restart_required.push(format!(
+            "admin.listen ({} -> {})",
+            current.config.admin.listen, config.admin.listen
+        ));
+        config.admin.listen = current.config.admin.listen;
+    }
+    let (runtime, fresh) = Runtime::build(
+        config,
+        &shared.metrics,
+        &shared.tracker,
+        &shared.tls,
+        Some(&current),
+    );
+
+    let mut minting = JoinSet::new();
+    for cell in &fresh {
+        let (cell, http) = (cell.clone(), shared.token_http.clone());
+        minting.spawn(async move { (cell.name().to_owned(), cell.prime(&http).await) });
+    }
+    let mut failures = Vec::new();
+    let mut publish_at = Instant::now();
+    while let Some(done) = minting.join_next().await {
+        match done {
+            Ok((name, Ok(requested_at))) => {
+                // A client that already had a valid token keeps it through the warm-up, as a
+                // background refresh would.
+                let replaces_valid = current
+                    .tokens
+                    .get(&name)
+                    .is_some_and(|old| old.is_ready(Instant::now()));
+                if replaces_valid {
+                    let warmup = runtime.tokens[&name].warmup();
+                    publish_at = publish_at.max(requested_at + warmup);
+                }
+            }
+            Ok((name, Err(e))) => failures.push(format!(
+                "clients.{name}: cannot get a token: {e}; {}",
+                e.hint()
+            )),
+            Err(e) => failures.push(format!("token task failed: {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        let message = failures.join("\n");
+        refused(shared, &message);
+        return Err(message);
+    }
+    tokio::time::sleep_until(publish_at.into()).await;
+    for cell in &fresh {
+        cell.start(shared.token_http.clone());
+    }
+    let runtime = Arc::new(runtime);
+    shared.runtime.store(runtime.clone());
+    runtime.observe_modes();
+    let applied = Applied {
+        new_tokens: fresh.iter().map(|c| c.name().to_owned()).collect(),
+        restart_required,
+    };
+    tracing::info!(
+        new_tokens = ?applied.new_tokens,
+        restart_required = ?applied.restart_required,
+        "configuration reloaded"
+    );
+    let mut status = shared.reload.lock().unwrap_or_else(|p| p.into_inner());
+    status.at = Some(SystemTime::now());
+    status.error = None;
+    status.restart_required = applied.restart_required.clone();
+    status.applied += 1;
+    Ok(applied)
+}
+
+/// A fingerprint of the config file and the secret files the running config reads. `None`
+/// when the config file cannot be read (a reload then reports why).
+fn fingerprint(path: &Path, secret_files: &[PathBuf]) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    std::fs::read(path).ok()?.hash(&mut h);
+    for f in secret_files {
+        std::fs::read(f).ok().hash(&mut h);
+    }
+    Some(h.finish())
+}
+
+fn secret_files(shared: &Shared) -> Vec<PathBuf> {
+    shared
+        .runtime
+        .load()
+        .config
+        .clients
+        .values()
+        .filter_map(|c| c.secret_file.clone())
+        .collect()
+}
+
+/// The change-detection state of a watched config: what the running config was read from.
+pub struct Watch {
+    path: PathBuf,
+    last: Option<u64>,
+}
+
+impl Watch {
+    /// Takes the fingerprint now, so a change made right after start-up is not missed.
+    pub fn new(shared: &Shared, path: PathBuf) -> Self {
+        let last = fingerprint(&path, &secret_files(shared));
+        Self { path, last }
+    }
+
+    /// Polls every `every`; reloads when the files' content changes. Stops when the gateway
+    /// is dropped.
+    pub async fn run(mut self, shared: Weak<Shared>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let now = fingerprint(&self.path, &secret_files(&shared));
+            if now != self.last {
+                self.last = now;
+                tracing::info!(path = %self.path.display(), "configuration changed; reloading");
+                let _ = reload_file(&shared, &self.path).await;
+            }
+        }
+    }
+}
+
+/// Reloads on every SIGHUP until the gateway is dropped.
+#[cfg(unix)]
+pub async fn on_sighup(shared: Weak<Shared>, path: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler; reload by editing the file instead");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        tracing::info!("SIGHUP: reloading configuration");
+        let _ = reload_file(&shared, &path).await;
+    }
+}

@@ -1,0 +1,683 @@
+//! Phased migration end to end: integration identity, route modes, scope awareness, hot
+//! reload and the migration report, against the mock Coupa.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use coupa_gateway::commands::{demo_instance, DEMO_API_KEY};
+use coupa_gateway::config::Config;
+use coupa_gateway::identity::hash_key_line;
+use coupa_gateway::mock::MockCoupa;
+use coupa_gateway::server::Gateway;
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+const OTHER_KEY: &str = "other-integration-key-1111111111111111111";
+
+/// One instance (`prod`), one client, the given `[[routes]]` and `[[integrations]]` tables.
+fn toml(
+    prod: &MockCoupa,
+    routes: &str,
+    integrations: &str,
+    client_extra: &str,
+    top: &str,
+) -> String {
+    format!(
+        r#"
+{top}
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[instances.prod]
+url = "{url}"
+[clients.prod-main]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret = "${{PROD_SECRET}}"
+scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
+token_warmup = "200ms"
+{client_extra}
+{routes}
+{integrations}
+"#,
+        url = prod.url()
+    )
+}
+
+fn route(prefix: &str, extra: &str) -> String {
+    format!(
+        "[[routes]]\nprefix = \"{prefix}\"\ninstance = \"prod\"\nclient = \"prod-main\"\n{extra}\n"
+    )
+}
+
+fn integration(name: &str, key: &str, routes: &str) -> String {
+    format!(
+        "[[integrations]]\nname = \"{name}\"\n{}\nroutes = {routes}\n",
+        hash_key_line(key)
+    )
+}
+
+async fn start(cfg: &str) -> Gateway {
+    let gw = Gateway::start(config(cfg)).await.expect("gateway starts");
+    assert!(
+        gw.wait_ready(Duration::from_secs(10)).await,
+        "gateway not ready"
+    );
+    gw
+}
+
+async fn status(gw: &Gateway) -> Value {
+    Http::new()
+        .get(&format!("http://{}/status", gw.admin_addr()), &[])
+        .await
+        .json()
+}
+
+fn find<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v[key] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list}"))
+}
+
+#[tokio::test]
+async fn integrations_are_recognised_by_key_and_limited_to_their_routes() {
+    let prod = mock("prod").await;
+    let cfg = toml(
+        &prod,
+        &(route("/prod", "") + &route("/prod-admin", "")),
+        &(integration("erp-invoices", DEMO_API_KEY, r#"["/prod"]"#)
+            + &integration("hr-sync", OTHER_KEY, r#"["/prod-admin"]"#)),
+        "",
+        "",
+    );
+    let gw = start(&cfg).await;
+    let http = Http::new();
+    let url = |p: &str| format!("http://{}{p}", gw.addr());
+
+    let r = http
+        .get(
+            &url("/prod/api/invoices/1"),
+            &[("x-coupa-api-key", DEMO_API_KEY)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let r = http
+        .get(
+            &url("/prod/api/invoices/1"),
+            &[("x-coupa-api-key", "wrong-key")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"], "unauthenticated");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("X-COUPA-API-KEY"));
+    assert!(r.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("X-COUPA-API-KEY"));
+    let r = http.get(&url("/prod/api/invoices/1"), &[]).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "no key on a restricted route"
+    );
+
+    let r = http
+        .get(
+            &url("/prod-admin/api/suppliers/1"),
+            &[("x-coupa-api-key", DEMO_API_KEY)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let j = r.json();
+    assert_eq!(j["error"], "route_forbidden");
+    let msg = j["message"].as_str().unwrap();
+    assert!(
+        msg.contains("erp-invoices") && msg.contains("/prod-admin"),
+        "{msg}"
+    );
+
+    let r = http
+        .get(
+            &url("/prod-admin/api/suppliers/1"),
+            &[("x-coupa-api-key", OTHER_KEY)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    // Only the recognised requests reached Coupa, with the bearer and without the key.
+    let seen = prod.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|r| r.header("x-coupa-api-key").is_none()));
+
+    let s = status(&gw).await;
+    let erp = find(&s["integrations"], "name", "erp-invoices");
+    let prod_route = find(&erp["routes"], "prefix", "/prod");
+    assert_eq!(prod_route["requests"]["2xx"], 1);
+    assert_eq!(prod_route["legacy_key_requests"], 1);
+    let forbidden = find(&erp["routes"], "prefix", "/prod-admin");
+    assert_eq!(forbidden["requests"]["4xx"], 1);
+    assert_eq!(forbidden["allowed"], false);
+    let m = http
+        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
+        .await
+        .text();
+    assert!(m.contains(r#"coupa_gateway_integration_requests_total{integration="erp-invoices",route="/prod",class="2xx"} 1"#), "{m}");
+    assert!(m.contains(r#"coupa_gateway_integration_requests_total{integration="anonymous",route="/prod",class="4xx"} 2"#), "{m}");
+    for text in [s.to_string(), m] {
+        assert!(!text.contains(DEMO_API_KEY) && !text.contains(OTHER_KEY));
+    }
+}
+
+#[tokio::test]
+async fn address_only_integrations_and_allow_ips() {
+    let prod = mock("prod").await;
+    let cfg = toml(
+        &prod,
+        &(route("/prod", "") + &route("/prod-net", "")),
+        &format!(
+            "[[integrations]]\nname = \"batch\"\nallow_ips = [\"127.0.0.0/8\"]\nroutes = [\"/prod\"]\n\
+             [[integrations]]\nname = \"remote\"\n{}\nallow_ips = [\"10.9.0.0/16\"]\nroutes = [\"/prod-net\"]\n",
+            hash_key_line(OTHER_KEY)
+        ),
+        "",
+        "",
+    );
+    let gw = start(&cfg).await;
+    let http = Http::new();
+    let r = http
+        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "recognised by address: {}",
+        r.text()
+    );
+    let r = http
+        .get(
+            &format!("http://{}/prod-net/api/invoices/1", gw.addr()),
+            &[("x-coupa-api-key", OTHER_KEY)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "right key, wrong network");
+    assert_eq!(r.json()["error"], "address_forbidden");
+    let s = status(&gw).await;
+    let batch = find(&s["integrations"], "name", "batch");
+    assert_eq!(
+        find(&batch["routes"], "prefix", "/prod")["requests"]["2xx"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn passthrough_forwards_the_legacy_key_and_blocked_answers_403() {
+    let prod = mock("prod").await;
+    let cfg = toml(
+        &prod,
+        &(route("/prod", "mode = \"passthrough\"")
+            + &route("/old", "mode = \"blocked\"\nblocked_message = \"the AP export moved to /prod on 2026-10-01\"")),
+        "",
+        "",
+        "",
+    );
+    let gw = start(&cfg).await;
+    let http = Http::new();
+    let r = http
+        .get(
+            &format!("http://{}/prod/api/invoices/1", gw.addr()),
+            &[
+                ("x-coupa-api-key", DEMO_API_KEY),
+                ("connection", "keep-alive"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let seen = prod.requests().pop().unwrap();
+    assert_eq!(seen.header("x-coupa-api-key"), Some(DEMO_API_KEY));
+    assert!(
+        seen.header("authorization").is_none(),
+        "no token in passthrough mode"
+    );
+    assert!(seen.header("connection").is_none());
+
+    let r = http
+        .get(&format!("http://{}/old/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.json()["error"], "route_blocked");
+    assert_eq!(
+        r.json()["message"],
+        "the AP export moved to /prod on 2026-10-01"
+    );
+    assert_eq!(
+        prod.requests().len(),
+        1,
+        "blocked requests never reach Coupa"
+    );
+}
+
+#[tokio::test]
+async fn phase_flip_under_load_loses_no_request() {
+    let prod = mock("prod").await;
+    let integ = integration("erp", DEMO_API_KEY, r#"["/prod"]"#);
+    let passthrough = toml(
+        &prod,
+        &route("/prod", "mode = \"passthrough\""),
+        &integ,
+        "",
+        "",
+    );
+    let oauth = toml(&prod, &route("/prod", "mode = \"oauth\""), &integ, "", "");
+    let gw = start(&passthrough).await;
+    let url = format!("http://{}/prod/api/suppliers/1", gw.addr());
+    let ok = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (url, ok, stop) = (url.clone(), ok.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let http = Http::new();
+            while stop.load(Ordering::Relaxed) == 0 {
+                let r = http.get(&url, &[("x-coupa-api-key", DEMO_API_KEY)]).await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::OK,
+                    "request failed during a phase flip: {}",
+                    r.text()
+                );
+                ok.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let token_requests = prod.stats().token_requests;
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let next = if i % 2 == 0 { &oauth } else { &passthrough };
+        let applied = gw.reload(config(next)).await.expect("reload applies");
+        assert!(
+            applied.new_tokens.is_empty(),
+            "unchanged client keeps its token cell"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(1, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    assert_eq!(
+        prod.stats().token_requests,
+        token_requests,
+        "a mode flip mints no token"
+    );
+    let seen = prod.requests();
+    assert!(
+        seen.iter().any(|r| r.header("authorization").is_some()),
+        "oauth phase seen"
+    );
+    assert!(
+        seen.iter().any(|r| r.header("x-coupa-api-key").is_some()),
+        "passthrough phase seen"
+    );
+    assert!(seen
+        .iter()
+        .all(|r| r.header("authorization").is_some() != r.header("x-coupa-api-key").is_some()));
+}
+
+struct TempConfig(PathBuf);
+
+impl TempConfig {
+    fn new(tag: &str, text: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("coupa-gateway-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = TempConfig(dir.join("proxy.toml"));
+        t.write(text);
+        t
+    }
+    fn write(&self, text: &str) {
+        // Secrets come from the environment in real files; tests inline them.
+        let text = text.replace("${PROD_SECRET}", PROD_SECRET);
+        std::fs::write(&self.0, text).unwrap();
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_broken_config_file_leaves_the_old_one_serving() {
+    let prod = mock("prod").await;
+    let good = toml(&prod, &route("/prod", ""), "", "", "");
+    let file = TempConfig::new("broken", &good);
+    let mut gw = Gateway::start(Config::from_file(&file.0).unwrap())
+        .await
+        .unwrap();
+    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    gw.watch_config(file.0.clone());
+    let http = Http::new();
+    let url = format!("http://{}/prod/api/invoices/1", gw.addr());
+
+    // A typo in a route: the watcher notices, validation fails, the old config keeps serving.
+    file.write(&good.replace("client = \"prod-main\"", "client = \"prod-mian\""));
+    let mut last_error = Value::Null;
+    for _ in 0..300 {
+        last_error = status(&gw).await["reload"]["last_error"].clone();
+        if !last_error.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let msg = last_error
+        .as_str()
+        .expect("reload error reported in /status");
+    assert!(
+        msg.contains("routes[0].client") && msg.contains("prod-mian"),
+        "{msg}"
+    );
+    assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
+    let m = http
+        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
+        .await
+        .text();
+    assert!(
+        m.contains("coupa_gateway_config_reloads_total{result=\"refused\"} 1"),
+        "{m}"
+    );
+
+    // Fixed again, with a second route: applied without a restart.
+    file.write(&(good.clone() + &route("/prod2", "")));
+    assert!(
+        eventually_async(Duration::from_secs(10), || async {
+            http.get(&format!("http://{}/prod2/api/invoices/1", gw.addr()), &[])
+                .await
+                .status
+                == StatusCode::OK
+        })
+        .await,
+        "the fixed file was not applied"
+    );
+    assert!(status(&gw).await["reload"]["last_error"].is_null());
+}
+
+async fn eventually_async<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
+    // Coupa keeps the old secret valid for a while after regenerating: both work here.
+    let prod = mock_with(
+        demo_instance("prod", "127.0.0.1:0".parse().unwrap())
+            .rate_limit(None)
+            .client(
+                "demo-prod-client",
+                "rotated-secret",
+                &[
+                    "core.invoice.read",
+                    "core.invoice.write",
+                    "core.supplier.read",
+                    "core.common.read",
+                ],
+            ),
+    )
+    .await;
+    let before = toml(&prod, &route("/prod", ""), "", "", "");
+    let gw = start(&before).await;
+    let http = Http::new();
+    let url = format!("http://{}/prod/api/invoices/1", gw.addr());
+    assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
+    let old_token = prod
+        .requests()
+        .pop()
+        .unwrap()
+        .header("authorization")
+        .unwrap()
+        .to_string();
+
+    let rotated = before.replace("${PROD_SECRET}", "rotated-secret");
+    let applied = gw
+        .reload(config(&rotated))
+        .await
+        .expect("rotated secret reloads");
+    assert_eq!(applied.new_tokens, vec!["prod-main".to_string()]);
+    assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
+    let new_token = prod
+        .requests()
+        .pop()
+        .unwrap()
+        .header("authorization")
+        .unwrap()
+        .to_string();
+    assert_ne!(
+        old_token, new_token,
+        "requests use the token minted with the new secret"
+    );
+
+    // A secret Coupa rejects: the reload is refused with the reason; the running one stays.
+    let bad = before.replace("${PROD_SECRET}", "typo-secret");
+    let err = gw.reload(config(&bad)).await.expect_err("refused");
+    assert!(
+        err.contains("clients.prod-main") && err.contains("invalid_client"),
+        "{err}"
+    );
+    assert!(!err.contains("typo-secret"));
+    assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        prod.requests()
+            .pop()
+            .unwrap()
+            .header("authorization")
+            .unwrap(),
+        new_token
+    );
+
+    // Listener changes need a restart: reported, not silently ignored.
+    let moved = rotated.replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "[admin]\nlisten = \"127.0.0.1:1\"",
+    );
+    let applied = gw.reload(config(&moved)).await.unwrap();
+    assert_eq!(
+        applied.restart_required.len(),
+        1,
+        "{:?}",
+        applied.restart_required
+    );
+    assert!(applied.restart_required[0].starts_with("admin.listen"));
+    let s = status(&gw).await;
+    assert!(s["reload"]["restart_required"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("admin.listen"));
+}
+
+#[tokio::test]
+async fn enforce_mode_names_the_missing_scope_without_calling_coupa() {
+    let prod = mock("prod").await;
+    let cfg = toml(
+        &prod,
+        &route("/prod", "scope_check = \"enforce\""),
+        "",
+        "",
+        "",
+    );
+    let gw = start(&cfg).await;
+    let http = Http::new();
+    let r = http
+        .request(
+            Method::PUT,
+            &format!("http://{}/prod/api/suppliers/1", gw.addr()),
+            &[("content-type", "application/json")],
+            r#"{"name":"Acme"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["error"], "scope_missing");
+    let msg = j["message"].as_str().unwrap();
+    for part in [
+        "core.supplier.write",
+        "prod-main",
+        "Setup > OAuth2/OpenID Connect Clients",
+    ] {
+        assert!(msg.contains(part), "{part} missing from {msg}");
+    }
+    assert!(prod.requests().is_empty());
+    // What the client has passes.
+    let r = http
+        .get(&format!("http://{}/prod/api/suppliers/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn passthrough_traffic_shows_which_scopes_to_tick() {
+    let prod = mock("prod").await;
+    let cfg = toml(
+        &prod,
+        &route("/prod", "mode = \"passthrough\""),
+        &integration("erp", DEMO_API_KEY, r#"["/prod"]"#),
+        "",
+        "",
+    );
+    let gw = start(&cfg).await;
+    let http = Http::new();
+    let key = [("x-coupa-api-key", DEMO_API_KEY)];
+    for _ in 0..3 {
+        http.get(
+            &format!("http://{}/prod/api/invoices?limit=1", gw.addr()),
+            &key,
+        )
+        .await;
+    }
+    let r = http
+        .request(
+            Method::PUT,
+            &format!("http://{}/prod/api/users/2", gw.addr()),
+            &[key[0], ("content-type", "application/json")],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let s = status(&gw).await;
+    let erp = find(&s["integrations"], "name", "erp");
+    let needed = &find(&erp["routes"], "prefix", "/prod")["scopes_needed"];
+    assert_eq!(find(needed, "scope", "core.invoice.read")["count"], 3);
+    assert_eq!(find(needed, "scope", "core.user.write")["count"], 1);
+    let report = &find(&s["clients"], "name", "prod-main")["scope_report"];
+    assert_eq!(report["missing"], serde_json::json!(["core.user.write"]));
+    let unused: Vec<&str> = report["unused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        unused.contains(&"core.supplier.read") && !unused.contains(&"core.invoice.read"),
+        "{unused:?}"
+    );
+}
+
+#[tokio::test]
+async fn report_verdicts_follow_the_traffic() {
+    let prod = mock("prod").await;
+    let integ = integration("erp", DEMO_API_KEY, r#"["/prod"]"#);
+    let window = "[migration]\nrevoke_after = \"1s\"\n";
+    let passthrough = toml(
+        &prod,
+        &route("/prod", "mode = \"passthrough\""),
+        &integ,
+        "",
+        window,
+    );
+    let oauth = toml(&prod, &route("/prod", ""), &integ, "", window);
+    let gw = start(&passthrough).await;
+    let http = Http::new();
+    let call = || async {
+        http.get(
+            &format!("http://{}/prod/api/invoices/1", gw.addr()),
+            &[("x-coupa-api-key", DEMO_API_KEY)],
+        )
+        .await
+        .status
+    };
+    let verdict =
+        || async { find(&status(&gw).await["integrations"], "name", "erp")["verdict"].clone() };
+
+    assert_eq!(call().await, StatusCode::OK);
+    assert_eq!(verdict().await, "not_migrated");
+    gw.reload(config(&oauth)).await.unwrap();
+    assert_eq!(call().await, StatusCode::OK);
+    assert_eq!(verdict().await, "migrated");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(verdict().await, "safe_to_revoke_key");
+
+    // The readable report says the same.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coupa-gateway"))
+        .args(["report", "--admin", &format!("http://{}", gw.admin_addr())])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("erp  SAFE TO REVOKE ITS API KEY"), "{text}");
+    assert!(text.contains("prod-main (instance prod)"), "{text}");
+
+    // Rolled back: not migrated again, instantly.
+    gw.reload(config(&passthrough)).await.unwrap();
+    assert_eq!(call().await, StatusCode::OK);
+    assert_eq!(verdict().await, "not_migrated");
+}
+
+#[tokio::test]
+async fn hash_key_prints_the_line_the_gateway_matches() {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_coupa-gateway"))
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{DEMO_API_KEY}\n").as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(line.trim(), hash_key_line(DEMO_API_KEY));
+    assert!(!line.contains(DEMO_API_KEY));
+}
