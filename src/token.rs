@@ -475,7 +475,8 @@ pub struct TokenCell {
     refresh_after: Duration,
     warmup: Duration,
     state: ArcSwap<TokenState>,
-    nudge: Notify,
+    /// Shared with the refresher, which must wait on it without holding the cell alive.
+    nudge: Arc<Notify>,
     /// Refresh outcomes, for `/metrics`.
     pub refreshes_ok: AtomicU64,
     /// Failed refreshes, for `/metrics`.
@@ -508,7 +509,7 @@ impl TokenCell {
             refresh_after: client.refresh_after,
             warmup: client.token_warmup,
             state: ArcSwap::from_pointee(TokenState::default()),
-            nudge: Notify::new(),
+            nudge: Arc::new(Notify::new()),
             refreshes_ok: AtomicU64::new(0),
             refreshes_failed: AtomicU64::new(0),
             task: Mutex::new(None),
@@ -594,7 +595,7 @@ impl TokenCell {
     /// the client), so cells never leak tasks.
     pub fn start(self: &Arc<Self>, http: reqwest::Client) {
         let weak = Arc::downgrade(self);
-        let handle = tokio::spawn(refresher(weak, http));
+        let handle = tokio::spawn(refresher(weak, self.nudge.clone(), http));
         if let Ok(mut task) = self.task.lock() {
             if let Some(old) = task.replace(handle.abort_handle()) {
                 old.abort();
@@ -634,22 +635,21 @@ fn refresh_at(requested_at: Instant, expires_in: Duration, refresh_after: Durati
     requested_at + interval - jitter
 }
 
-async fn refresher(cell: Weak<TokenCell>, http: reqwest::Client) {
+/// # Concurrency note
+/// The task never holds a strong reference while it sleeps, so dropping the last `Arc` of a
+/// cell (a reload removed or replaced the client) runs `Drop`, which aborts the task at once
+/// instead of at its next wake-up up to 20 h later.
+async fn refresher(cell: Weak<TokenCell>, nudge: Arc<Notify>, http: reqwest::Client) {
     loop {
         // Wait for the scheduled time (none yet: mint at once) or a nudge.
-        {
-            let Some(this) = cell.upgrade() else { return };
-            if let Some(at) = this
-                .state
-                .load()
-                .next_attempt
-                .filter(|&at| at > Instant::now())
-            {
-                let nudged = this.nudge.notified();
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = nudged => {}
-                }
+        let next = match cell.upgrade() {
+            Some(this) => this.state.load().next_attempt,
+            None => return,
+        };
+        if let Some(at) = next.filter(|&at| at > Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {}
+                _ = nudge.notified() => {}
             }
         }
         let Some(this) = cell.upgrade() else { return };

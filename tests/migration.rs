@@ -681,3 +681,34 @@ async fn hash_key_prints_the_line_the_gateway_matches() {
     assert_eq!(line.trim(), hash_key_line(DEMO_API_KEY));
     assert!(!line.contains(DEMO_API_KEY));
 }
+
+#[tokio::test]
+async fn a_removed_client_is_dropped_with_its_refresher() {
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let both = two_instance_toml(&prod.url(), &test.url(), "");
+    let gw = Gateway::start(config(&both)).await.unwrap();
+    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let cell = Arc::downgrade(&gw.shared().runtime.load().tokens["test-main"]);
+    let prod_only = both.split("[instances.test]").next().unwrap().to_string()
+        + &both
+            [both.find("[clients.prod-main]").unwrap()..both.find("[clients.test-main]").unwrap()]
+        + "[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\nclient = \"prod-main\"\n";
+    gw.reload(config(&prod_only)).await.expect("reload applies");
+    // The refresher sleeps ~20 h until its next refresh; it must not keep the cell alive.
+    assert!(
+        eventually(Duration::from_secs(2), || cell.upgrade().is_none()).await,
+        "the removed client's token cell is still alive"
+    );
+    let r = Http::new()
+        .get(&format!("http://{}/test/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        Http::new()
+            .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
