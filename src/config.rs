@@ -50,6 +50,64 @@ pub struct Server {
     /// `request_timeout`, default 120 s: how long the gateway waits for Coupa's response head
     /// (upload included). Routes may override it.
     pub request_timeout: Duration,
+    /// `header_timeout`, default 30 s: a client must send a request's headers within this
+    /// (slowloris guard).
+    pub header_timeout: Duration,
+    /// `idle_timeout`, default 60 s: an idle keep-alive connection is closed after this.
+    pub idle_timeout: Duration,
+    /// `max_header_bytes`, default 64 KiB (Coupa JWTs are several KB; integrations' own
+    /// headers are small). At least 8 KiB.
+    pub max_header_bytes: usize,
+    /// `max_body_bytes`: requests declaring a larger body get 413; `None` = no limit.
+    pub max_body_bytes: Option<u64>,
+    /// `max_concurrent_requests`, default 4096: requests in flight beyond it get 503.
+    pub max_concurrent_requests: usize,
+    /// `shutdown_grace`, default 30 s: how long in-flight requests may finish on SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `retry_body_limit`, default 1 MiB: request bodies up to this size are buffered so the
+    /// request can be replayed once after a 401 from Coupa.
+    pub retry_body_limit: u64,
+    /// `[server.tls]`: terminate TLS on the listener.
+    pub tls: Option<ServerTls>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// `cert`: PEM certificate chain (relative paths are relative to the config file).
+    pub cert: PathBuf,
+    /// `key`: PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[upstream] proxy`: the outbound HTTP(S) proxy for API and token traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboundProxy {
+    /// Use `HTTPS_PROXY` / `HTTP_PROXY` / `NO_PROXY` from the environment (the default).
+    FromEnv,
+    /// Connect directly (`proxy = "none"`).
+    Direct,
+    /// Use this proxy URL (`http://host:port`, optionally with user:password), bypassing
+    /// the hosts in `no_proxy`.
+    Url {
+        /// The proxy URL (may hold credentials: never logged).
+        url: String,
+        /// Comma-separated hosts/domains/CIDRs to reach directly, curl syntax.
+        no_proxy: String,
+    },
+}
+
+/// `[instances.NAME] rate_limit`: the instance's request budget (Coupa documents 25 req/s,
+/// burst 20, per instance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// `per_second`, default 25.
+    pub per_second: f64,
+    /// `burst`, default 20.
+    pub burst: u32,
+    /// `max_queue_wait`, default 30 s: how long a request over the rate may wait for its
+    /// turn before the gateway answers 429 itself.
+    pub max_queue_wait: Duration,
 }
 
 /// `[admin]`
@@ -68,6 +126,10 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     /// `pool_max_idle_per_host`, default 64.
     pub pool_max_idle_per_host: usize,
+    /// `ca_file`: extra PEM CA certificates to trust (e.g. a corporate interception proxy's).
+    pub ca_file: Option<PathBuf>,
+    /// `proxy` / `no_proxy`.
+    pub proxy: OutboundProxy,
 }
 
 /// `[instances.NAME]`
@@ -83,6 +145,8 @@ pub struct Instance {
     pub token_url: String,
     /// `token_timeout`, default 10 s.
     pub token_timeout: Duration,
+    /// `rate_limit`; `None` when `enabled = false`.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// `[clients.NAME]`
@@ -128,6 +192,10 @@ pub struct Route {
     pub allow_anonymous: bool,
     /// `scope_check`, default warn.
     pub scope_check: ScopeCheck,
+    /// `max_body_bytes`, default `server.max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+    /// `max_concurrent_requests`: this route's own cap, if any (503 beyond it).
+    pub max_concurrent_requests: Option<usize>,
 }
 
 /// `routes[].mode`: what the gateway does with a route's traffic.
@@ -398,6 +466,38 @@ struct RawScopeRule {
 struct RawServer {
     listen: Option<String>,
     request_timeout: Option<String>,
+    header_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_header_bytes: Option<RawSize>,
+    max_body_bytes: Option<RawSize>,
+    max_concurrent_requests: Option<usize>,
+    shutdown_grace: Option<String>,
+    retry_body_limit: Option<RawSize>,
+    tls: Option<RawServerTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerTls {
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// A byte size: a number, or a string with a unit ("64KiB", "250MB").
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    enabled: Option<bool>,
+    per_second: Option<f64>,
+    burst: Option<u32>,
+    max_queue_wait: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -412,6 +512,9 @@ struct RawUpstream {
     connect_timeout: Option<String>,
     pool_idle_timeout: Option<String>,
     pool_max_idle_per_host: Option<usize>,
+    ca_file: Option<String>,
+    proxy: Option<String>,
+    no_proxy: Option<String>,
 }
 
 // Required keys are `Option` too so that a missing one is reported with its key path alongside
@@ -423,6 +526,7 @@ struct RawInstance {
     url: Option<String>,
     token_url: Option<String>,
     token_timeout: Option<String>,
+    rate_limit: Option<RawRateLimit>,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +552,8 @@ struct RawRoute {
     blocked_message: Option<String>,
     allow_anonymous: Option<bool>,
     scope_check: Option<String>,
+    max_body_bytes: Option<RawSize>,
+    max_concurrent_requests: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -545,6 +651,50 @@ impl Validator<'_> {
                 raw.server.request_timeout.as_deref(),
                 Duration::from_secs(120),
             ),
+            header_timeout: self.positive(
+                "server.header_timeout",
+                raw.server.header_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            idle_timeout: self.positive(
+                "server.idle_timeout",
+                raw.server.idle_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            max_header_bytes: {
+                let key = "server.max_header_bytes";
+                let v = self.size(key, raw.server.max_header_bytes.as_ref(), 64 * 1024);
+                if v < 8192 {
+                    self.problem(key, format!("{v} is below the minimum of 8 KiB (8192); Coupa tokens alone are several KB"));
+                }
+                v.max(8192) as usize
+            },
+            max_body_bytes: raw
+                .server
+                .max_body_bytes
+                .as_ref()
+                .map(|s| self.size("server.max_body_bytes", Some(s), 0)),
+            max_concurrent_requests: match raw.server.max_concurrent_requests {
+                Some(0) => {
+                    self.problem(
+                        "server.max_concurrent_requests",
+                        "0 would refuse every request; use a positive number",
+                    );
+                    4096
+                }
+                v => v.unwrap_or(4096),
+            },
+            shutdown_grace: self.duration(
+                "server.shutdown_grace",
+                raw.server.shutdown_grace.as_deref(),
+                Duration::from_secs(30),
+            ),
+            retry_body_limit: self.size(
+                "server.retry_body_limit",
+                raw.server.retry_body_limit.as_ref(),
+                1024 * 1024,
+            ),
+            tls: raw.server.tls.as_ref().and_then(|t| self.server_tls(t)),
         };
         let admin = Admin {
             listen: self.listen(
@@ -565,6 +715,12 @@ impl Validator<'_> {
                 Duration::from_secs(50),
             ),
             pool_max_idle_per_host: raw.upstream.pool_max_idle_per_host.unwrap_or(64),
+            ca_file: raw
+                .upstream
+                .ca_file
+                .as_deref()
+                .and_then(|f| self.readable_file("upstream.ca_file", f)),
+            proxy: self.outbound_proxy(&raw.upstream),
         };
         let instances = raw
             .instances
@@ -583,7 +739,7 @@ impl Validator<'_> {
         }
         let mut routes: Vec<Route> = Vec::new();
         for (i, r) in raw.routes.iter().enumerate() {
-            let route = self.route(i, r, raw, server.request_timeout);
+            let route = self.route(i, r, raw, server.request_timeout, server.max_body_bytes);
             // An invalid prefix is left empty; it was reported already.
             let earlier = routes.iter().position(|o| o.prefix == route.prefix);
             if let (false, Some(j)) = (route.prefix.is_empty(), earlier) {
@@ -661,6 +817,137 @@ impl Validator<'_> {
                 raw.token_timeout.as_deref(),
                 Duration::from_secs(10),
             ),
+            rate_limit: self.rate_limit(&format!("{key}.rate_limit"), raw.rate_limit.as_ref()),
+        }
+    }
+
+    fn rate_limit(&mut self, key: &str, raw: Option<&RawRateLimit>) -> Option<RateLimit> {
+        let default = RateLimit {
+            per_second: 25.0,
+            burst: 20,
+            max_queue_wait: Duration::from_secs(30),
+        };
+        let Some(raw) = raw else { return Some(default) };
+        if raw.enabled == Some(false) {
+            if raw.per_second.is_some() || raw.burst.is_some() || raw.max_queue_wait.is_some() {
+                self.problem(
+                    key,
+                    "enabled = false ignores the other settings; remove them or enable the limit",
+                );
+            }
+            return None;
+        }
+        let per_second = raw.per_second.unwrap_or(default.per_second);
+        if !(per_second.is_finite() && per_second > 0.0) {
+            self.problem(
+                format!("{key}.per_second"),
+                format!("{per_second} must be a positive number of requests per second, e.g. 25"),
+            );
+        }
+        let burst = raw.burst.unwrap_or(default.burst);
+        if burst == 0 {
+            self.problem(
+                format!("{key}.burst"),
+                "0 would refuse every request; use at least 1 (Coupa documents 20)",
+            );
+        }
+        Some(RateLimit {
+            per_second: if per_second.is_finite() && per_second > 0.0 {
+                per_second
+            } else {
+                default.per_second
+            },
+            burst: burst.max(1),
+            max_queue_wait: self.duration(
+                &format!("{key}.max_queue_wait"),
+                raw.max_queue_wait.as_deref(),
+                default.max_queue_wait,
+            ),
+        })
+    }
+
+    fn size(&mut self, key: &str, raw: Option<&RawSize>, default: u64) -> u64 {
+        match raw {
+            None => default,
+            Some(RawSize::Bytes(n)) => *n,
+            Some(RawSize::Text(t)) => {
+                let parsed = parse_size(t).ok_or_else(|| {
+                    format!(r#"{t:?} is not a size; use a number of bytes or forms like "64KiB", "1MiB", "250MB""#)
+                });
+                self.check(key, parsed).unwrap_or(default)
+            }
+        }
+    }
+
+    fn readable_file(&mut self, key: &str, raw: &str) -> Option<PathBuf> {
+        let expanded = self.expand(key, raw, "export it or write the path directly")?;
+        let path = self.base_dir.join(expanded);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Some(path),
+            Ok(_) => {
+                self.problem(key, format!("\"{}\" is not a file", path.display()));
+                None
+            }
+            Err(e) => {
+                self.problem(key, format!("cannot read \"{}\": {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn server_tls(&mut self, raw: &RawServerTls) -> Option<ServerTls> {
+        let cert = self
+            .required(
+                "server.tls.cert",
+                &raw.cert,
+                r#"cert = "/path/to/fullchain.pem""#,
+            )
+            .map(str::to_owned);
+        let key = self
+            .required(
+                "server.tls.key",
+                &raw.key,
+                r#"key = "/path/to/privkey.pem""#,
+            )
+            .map(str::to_owned);
+        let cert = cert.and_then(|c| self.readable_file("server.tls.cert", &c));
+        let key = key.and_then(|k| self.readable_file("server.tls.key", &k));
+        Some(ServerTls {
+            cert: cert?,
+            key: key?,
+        })
+    }
+
+    fn outbound_proxy(&mut self, raw: &RawUpstream) -> OutboundProxy {
+        match raw.proxy.as_deref() {
+            None => {
+                if raw.no_proxy.is_some() {
+                    self.problem("upstream.no_proxy", "only used with upstream.proxy = \"http://host:port\"; with the environment's proxy use NO_PROXY");
+                }
+                OutboundProxy::FromEnv
+            }
+            Some("none") => OutboundProxy::Direct,
+            Some(url) => {
+                let Some(url) =
+                    self.expand("upstream.proxy", url, "export it or write the URL directly")
+                else {
+                    return OutboundProxy::FromEnv;
+                };
+                // Not echoed: a proxy URL may carry a password.
+                let ok = url.parse::<Uri>().ok().filter(|u| {
+                    matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some()
+                });
+                if ok.is_none() {
+                    self.problem(
+                        "upstream.proxy",
+                        r#"is not a proxy URL; use "http://proxy.example.com:3128" or "none""#,
+                    );
+                }
+                OutboundProxy::Url {
+                    url,
+                    no_proxy: raw.no_proxy.clone().unwrap_or_default(),
+                }
+            }
         }
     }
 
@@ -1000,6 +1287,7 @@ impl Validator<'_> {
         raw: &RawRoute,
         all: &RawConfig,
         default_timeout: Duration,
+        default_max_body: Option<u64>,
     ) -> Route {
         let key = format!("routes[{i}]");
         let prefix_key = format!("{key}.prefix");
@@ -1125,8 +1413,42 @@ impl Validator<'_> {
                 .unwrap_or_else(|| DEFAULT_BLOCKED_MESSAGE.to_owned()),
             allow_anonymous: raw.allow_anonymous.unwrap_or(false),
             scope_check,
+            max_body_bytes: match &raw.max_body_bytes {
+                Some(s) => Some(self.size(&format!("{key}.max_body_bytes"), Some(s), 0)),
+                None => default_max_body,
+            },
+            max_concurrent_requests: match raw.max_concurrent_requests {
+                Some(0) => {
+                    self.problem(
+                        format!("{key}.max_concurrent_requests"),
+                        "0 would refuse every request; use a positive number or remove it",
+                    );
+                    None
+                }
+                v => v,
+            },
         }
     }
+}
+
+/// `"64KiB"`, `"1 MiB"`, `"250MB"`, `"1024"`: decimal (kB, MB, GB) and binary (KiB, MiB, GiB)
+/// units, case-insensitive.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 /// A hex SHA-256 as `coupa-gateway hash-key` prints it.
@@ -2225,5 +2547,127 @@ mod tests {
             &(minimal() + "[migration]\nrevoke_after = \"soon\"\n"),
             &["migration.revoke_after", "soon"],
         );
+    }
+    #[test]
+    fn limits_tls_proxy_and_rate_limits() {
+        let dir = TempDir::new("limits");
+        std::fs::write(dir.0.join("cert.pem"), "x").expect("write");
+        std::fs::write(dir.0.join("key.pem"), "x").expect("write");
+        std::fs::write(dir.0.join("ca.pem"), "x").expect("write");
+        let text = minimal().replace(
+            "[instances.prod]\n",
+            "[instances.prod]\nrate_limit = { per_second = 10.5, burst = 5, max_queue_wait = \"2s\" }\n",
+        ) + r#"
+[server]
+header_timeout = "10s"
+idle_timeout = "2m"
+max_header_bytes = "32KiB"
+max_body_bytes = "250MB"
+max_concurrent_requests = 100
+shutdown_grace = "5s"
+retry_body_limit = 2048
+tls = { cert = "cert.pem", key = "key.pem" }
+[upstream]
+ca_file = "ca.pem"
+proxy = "http://proxy.corp:3128"
+no_proxy = ".corp,10.0.0.0/8"
+"#;
+        let c = parse_with(&text, &[], &dir.0).expect("valid");
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.server.max_header_bytes, 32 * 1024);
+        assert_eq!(c.server.max_body_bytes, Some(250_000_000));
+        assert_eq!(
+            c.routes[0].max_body_bytes,
+            Some(250_000_000),
+            "routes inherit the server limit"
+        );
+        assert_eq!(c.server.max_concurrent_requests, 100);
+        assert_eq!(c.server.retry_body_limit, 2048);
+        assert_eq!(c.server.tls.as_ref().unwrap().cert, dir.0.join("cert.pem"));
+        assert_eq!(c.upstream.ca_file, Some(dir.0.join("ca.pem")));
+        assert_eq!(
+            c.upstream.proxy,
+            OutboundProxy::Url {
+                url: "http://proxy.corp:3128".into(),
+                no_proxy: ".corp,10.0.0.0/8".into()
+            }
+        );
+        let rl = c.instances["prod"].rate_limit.clone().unwrap();
+        assert_eq!(
+            (rl.per_second, rl.burst, rl.max_queue_wait),
+            (10.5, 5, Duration::from_secs(2))
+        );
+
+        let d = parse(&minimal()).expect("valid");
+        assert_eq!(
+            d.instances["prod"].rate_limit,
+            Some(RateLimit {
+                per_second: 25.0,
+                burst: 20,
+                max_queue_wait: Duration::from_secs(30)
+            })
+        );
+        assert_eq!(d.upstream.proxy, OutboundProxy::FromEnv);
+        assert_eq!(d.server.max_body_bytes, None);
+        let off = minimal().replace(
+            "[instances.prod]\n",
+            "[instances.prod]\nrate_limit = { enabled = false }\n",
+        );
+        assert_eq!(
+            parse(&off).expect("valid").instances["prod"].rate_limit,
+            None
+        );
+
+        assert_error(
+            &(minimal() + "[server]\nmax_header_bytes = 1000\nmax_body_bytes = \"lots\"\nmax_concurrent_requests = 0\n"),
+            &["server.max_header_bytes: 1000 is below", "server.max_body_bytes: \"lots\" is not a size", "server.max_concurrent_requests: 0"],
+        );
+        assert_error(
+            &minimal().replace(
+                "[instances.prod]\n",
+                "[instances.prod]\nrate_limit = { per_second = 0, burst = 0 }\n",
+            ),
+            &[
+                "instances.prod.rate_limit.per_second: 0",
+                "instances.prod.rate_limit.burst: 0",
+            ],
+        );
+        assert_error(
+            &(minimal() + "[server]\ntls = { cert = \"missing.pem\" }\n"),
+            &[
+                "server.tls.key: missing",
+                "server.tls.cert: cannot read",
+                "missing.pem",
+            ],
+        );
+        let message = error(&(minimal() + "[upstream]\nproxy = \"ftp://user:pw@x\"\n"));
+        assert!(
+            message.contains("upstream.proxy") && !message.contains("pw@"),
+            "{message}"
+        );
+        assert_error(
+            &(minimal() + "[upstream]\nno_proxy = \"x\"\n"),
+            &["upstream.no_proxy: only used with upstream.proxy"],
+        );
+        assert_eq!(
+            parse(&(minimal() + "[upstream]\nproxy = \"none\"\n"))
+                .expect("valid")
+                .upstream
+                .proxy,
+            OutboundProxy::Direct
+        );
+    }
+
+    #[test]
+    fn sizes_accept_decimal_and_binary_units() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("1 MiB"), Some(1 << 20));
+        assert_eq!(parse_size("250MB"), Some(250_000_000));
+        assert_eq!(parse_size("2gib"), Some(2 << 30));
+        assert_eq!(parse_size("1.5MB"), None);
+        assert_eq!(parse_size("MB"), None);
+        assert_eq!(parse_size("99999999999999999999GiB"), None);
     }
 }

@@ -141,6 +141,8 @@ mod tests {
             blocked_message: String::new(),
             allow_anonymous: false,
             scope_check: config::ScopeCheck::Warn,
+            max_body_bytes: None,
+            max_concurrent_requests: None,
         }
     }
 

@@ -36,6 +36,7 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 [instances.prod]
 url = "{url}"
+rate_limit = {{ enabled = false }}
 [clients.prod-main]
 instance = "prod"
 client_id = "demo-prod-client"
