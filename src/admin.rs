@@ -62,6 +62,12 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 /// 200 only when every client holds a valid token: a load balancer should not send traffic to
 /// a replica that would answer 503 to all of it.
 fn readyz(shared: &Shared) -> Response<Full<Bytes>> {
+    if shared.shutting_down.load(Ordering::Relaxed) {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "shutting_down": true}),
+        );
+    }
     let runtime = shared.runtime.load();
     let now = Instant::now();
     let waiting: Vec<&str> = runtime
@@ -240,6 +246,38 @@ pub fn metrics(shared: &Shared) -> String {
             escape(name)
         );
     }
+    out.push_str("# HELP coupa_gateway_upstream_unauthorized_total 401s from Coupa on oauth routes, by client and what the gateway did.\n");
+    out.push_str("# TYPE coupa_gateway_upstream_unauthorized_total counter\n");
+    for (name, cell) in &runtime.tokens {
+        let name = escape(name);
+        let replayed = cell.unauthorized_replayed.load(Ordering::Relaxed);
+        let passed = cell.unauthorized_passed.load(Ordering::Relaxed);
+        let _ = writeln!(out, "coupa_gateway_upstream_unauthorized_total{{client=\"{name}\",outcome=\"replayed\"}} {replayed}");
+        let _ = writeln!(out, "coupa_gateway_upstream_unauthorized_total{{client=\"{name}\",outcome=\"passed_through\"}} {passed}");
+    }
+    out.push_str("# HELP coupa_gateway_rate_limit_total Requests the instance limiter queued or refused, and Coupa 429/503 answers that slowed it.\n");
+    out.push_str("# TYPE coupa_gateway_rate_limit_total counter\n");
+    for (instance, l) in shared.limiters.all() {
+        let instance = escape(&instance);
+        for (what, n) in [
+            ("queued", &l.queued),
+            ("rejected", &l.rejected),
+            ("coupa_throttled", &l.throttled),
+        ] {
+            let _ = writeln!(
+                out,
+                "coupa_gateway_rate_limit_total{{instance=\"{instance}\",event=\"{what}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    out.push_str("# HELP coupa_gateway_requests_in_flight Requests being served now.\n");
+    out.push_str("# TYPE coupa_gateway_requests_in_flight gauge\n");
+    let _ = writeln!(
+        out,
+        "coupa_gateway_requests_in_flight {}",
+        shared.inflight.load(Ordering::Relaxed)
+    );
     migration::render_metrics(&shared.tracker, &mut out);
     let reload = shared
         .reload

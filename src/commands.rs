@@ -32,8 +32,10 @@ pub async fn serve(path: &Path) -> Result<(), String> {
     let mut gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
     gateway.watch_config(path.to_path_buf());
     wait_for_signal().await;
-    tracing::info!("shutting down");
-    gateway.shutdown();
+    tracing::info!("signal received: shutting down gracefully");
+    if gateway.shutdown_gracefully().await {
+        tracing::info!("all requests finished; bye");
+    }
     Ok(())
 }
 

@@ -16,12 +16,17 @@
 //! chunk — it stops rewriting for the rest of the connection and passes bytes
 //! through untouched, so hyper handles or rejects them exactly as before.
 
+use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 /// Largest head buffered for inspection. hyper refuses request targets over
 /// 64 KiB, so a maximal target plus ordinary headers fits; a longer head is
@@ -69,6 +74,8 @@ const fn byte_table(bytes: &[u8]) -> [bool; 256] {
 #[derive(Debug)]
 pub struct LenientTargets<T> {
     io: T,
+    /// Connection timeouts, when enabled with [`LenientTargets::with_limits`].
+    limits: Option<Limits>,
     framer: Framer,
     /// Bytes read from `io` that the framer has not looked at yet: whatever
     /// followed a head that had to be buffered in the same read.
@@ -78,17 +85,126 @@ pub struct LenientTargets<T> {
     out_pos: usize,
 }
 
+/// What the connection's service and the wrapper share.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Requests being served; the service counts them in and out. While any is, the
+    /// connection is not idle, however long Coupa takes.
+    pub active: AtomicUsize,
+    /// A request head on this connection carried both `Content-Length` and
+    /// `Transfer-Encoding`; hyper accepts that (chunked wins), the gateway refuses it.
+    pub conflicting_framing: AtomicBool,
+}
+
+/// Connection-level timeouts. hyper-util's HTTP/1-or-2 detection has none, and hyper's own
+/// header timer cannot tell an idle keep-alive connection from a slow head; the wrapper sees
+/// both.
+#[derive(Debug)]
+struct Limits {
+    state: Arc<ConnState>,
+    header: Duration,
+    idle: Duration,
+    /// The last byte read or written.
+    last_activity: Instant,
+    /// When the head in progress started arriving (a head spanning reads).
+    head_since: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Limits {
+    /// The deadline that applies now, if any: a started head must complete within `header`;
+    /// a connection waiting for a head, with no request being served, may idle for `idle`.
+    fn deadline(&self, framer: &Framer) -> Option<Instant> {
+        if !framer.in_head() {
+            return None;
+        }
+        if let Some(since) = self.head_since {
+            return Some(since + self.header);
+        }
+        (self.state.active.load(Ordering::Acquire) == 0).then(|| self.last_activity + self.idle)
+    }
+}
+
 impl<T> LenientTargets<T> {
     /// Wraps a freshly accepted connection, positioned at the start of the
     /// first request.
     pub fn new(io: T) -> Self {
         Self {
             io,
+            limits: None,
             framer: Framer::new(),
             unread: Vec::new(),
             unread_pos: 0,
             out_pos: 0,
         }
+    }
+
+    /// Like [`LenientTargets::new`], and also closes the connection (an `io::ErrorKind::TimedOut`
+    /// read error) when a request head takes longer than `header` to arrive, or when it sits
+    /// idle for `idle` between requests. `state` is shared with the connection's service.
+    pub fn with_limits(io: T, state: Arc<ConnState>, header: Duration, idle: Duration) -> Self {
+        let now = Instant::now();
+        let mut this = Self::new(io);
+        this.limits = Some(Limits {
+            state,
+            header,
+            idle,
+            last_activity: now,
+            head_since: None,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+        });
+        this
+    }
+
+    /// After reading: note activity, a head that started, and conflicting framing.
+    fn after_read(&mut self, got_bytes: bool) {
+        let Some(limits) = &mut self.limits else {
+            return;
+        };
+        let now = Instant::now();
+        if got_bytes {
+            limits.last_activity = now;
+        }
+        if self.framer.conflicting {
+            limits
+                .state
+                .conflicting_framing
+                .store(true, Ordering::Release);
+        }
+        limits.head_since = match (
+            self.framer.in_head() && !self.framer.head.is_empty(),
+            limits.head_since,
+        ) {
+            (true, None) => Some(now),
+            (true, since) => since,
+            (false, _) => None,
+        };
+    }
+
+    /// Before returning `Pending`: arm the timer for the deadline that applies, or fail the
+    /// read if it has passed.
+    fn check_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(limits) = &mut self.limits else {
+            return Ok(());
+        };
+        let Some(deadline) = limits.deadline(&self.framer) else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            let what = if limits.head_since.is_some() {
+                "request head not complete"
+            } else {
+                "idle"
+            };
+            return Err(io::Error::new(io::ErrorKind::TimedOut, what));
+        }
+        if limits.timer.deadline() != deadline {
+            limits.timer.as_mut().reset(deadline);
+        }
+        // Registers the waker; when it fires, the next poll re-checks (a request may have
+        // started in the meantime).
+        let _ = limits.timer.as_mut().poll(cx);
+        Ok(())
     }
 
     /// Returns the wrapped connection. Bytes already read from it but not yet
@@ -157,8 +273,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for LenientTargets<T> {
             // 3. Fresh bytes, read straight into the caller's buffer so that
             //    body bytes are never copied by us.
             let start = buf.filled().len();
-            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+            if Pin::new(&mut this.io).poll_read(cx, buf)?.is_pending() {
+                this.check_deadline(cx)?;
+                return Poll::Pending;
+            }
             let end = buf.filled().len();
+            let got_bytes = end > start;
             if end == start {
                 // EOF. A partial head goes to hyper as is; it reports it.
                 if this.framer.flush_partial_head() {
@@ -183,6 +303,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for LenientTargets<T> {
                     }
                 }
             }
+            this.after_read(got_bytes);
             if buf.filled().len() > start {
                 return Poll::Ready(Ok(()));
             }
@@ -198,7 +319,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        this.wrote(n);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_write_vectored(
@@ -206,7 +330,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+        this.wrote(n);
+        Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -219,6 +346,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl<T> LenientTargets<T> {
+    /// A response being written (a long download) is activity, not idleness.
+    fn wrote(&mut self, n: usize) {
+        if let (Some(limits), true) = (&mut self.limits, n > 0) {
+            limits.last_activity = Instant::now();
+        }
     }
 }
 
@@ -270,6 +406,8 @@ struct Framer {
     /// Processed bytes ready to forward: a complete (possibly rewritten) head,
     /// or a partial head being given up on.
     out: Vec<u8>,
+    /// A head carried both `Content-Length` and `Transfer-Encoding`.
+    conflicting: bool,
 }
 
 impl Framer {
@@ -278,6 +416,7 @@ impl Framer {
             state: State::head(),
             head: Vec::new(),
             out: Vec::new(),
+            conflicting: false,
         }
     }
 
@@ -315,6 +454,7 @@ impl Framer {
             let head = &data[..end];
             let verdict = examine(head);
             self.state = verdict.next;
+            self.conflicting |= verdict.conflicting;
             return match verdict.rewrite {
                 None => HeadStep::InPlace(end),
                 Some(target) => {
@@ -326,6 +466,7 @@ impl Framer {
         self.head.extend_from_slice(&data[..end]);
         let verdict = examine(&self.head);
         self.state = verdict.next;
+        self.conflicting |= verdict.conflicting;
         match verdict.rewrite {
             None => std::mem::swap(&mut self.head, &mut self.out),
             Some(target) => {
@@ -434,6 +575,8 @@ struct Verdict {
     next: State,
     /// Range of the head to percent-encode, if it holds any refused byte.
     rewrite: Option<Range<usize>>,
+    /// Both `Content-Length` and `Transfer-Encoding` were present.
+    conflicting: bool,
 }
 
 /// Parses a complete head the way hyper does and decides how to forward it
@@ -442,6 +585,7 @@ fn examine(head: &[u8]) -> Verdict {
     let passthrough = Verdict {
         next: State::Passthrough,
         rewrite: None,
+        conflicting: false,
     };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -455,11 +599,18 @@ fn examine(head: &[u8]) -> Verdict {
         return passthrough;
     };
     let next = framing(method, version, req.headers);
+    let has = |name: &[u8]| {
+        req.headers
+            .iter()
+            .any(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+    };
+    let conflicting = has(b"transfer-encoding") && has(b"content-length");
     // A CONNECT target is an authority; there is no path or query to fix.
     if method == "CONNECT" {
         return Verdict {
             next,
             rewrite: None,
+            conflicting,
         };
     }
     let target = target.as_bytes();
@@ -469,7 +620,11 @@ fn examine(head: &[u8]) -> Verdict {
     let rewrite = path_start(target)
         .filter(|&start| count_refused(&target[start..]) > 0)
         .map(|start| offset + start..offset + target.len());
-    Verdict { next, rewrite }
+    Verdict {
+        next,
+        rewrite,
+        conflicting,
+    }
 }
 
 /// The framing of the body after a request head, mirroring hyper's server

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod migration;
 pub mod mock;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod route;
 pub mod runtime;

@@ -72,6 +72,7 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
         config,
         &shared.metrics,
         &shared.tracker,
+        &shared.limiters,
         &shared.tls,
         Some(&current),
     );

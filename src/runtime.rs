@@ -1,7 +1,8 @@
 //! The runtime snapshot: everything a request needs, built once from a validated [`Config`] and
 //! published behind one `ArcSwap` so the request path never locks and a reload is one store.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -9,11 +10,12 @@ use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 
-use crate::config::{self, Config, Mode, ScopeCheck};
+use crate::config::{self, Config, Mode, RateLimit, ScopeCheck};
 use crate::identity::Integration;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::migration::{RouteUsage, Tracker, ANONYMOUS};
 use crate::proxy::upstream::{self, UpstreamClient};
+use crate::ratelimit::Limiter;
 use crate::route::RouteTable;
 use crate::token::{TokenCell, TokenRequest};
 
@@ -53,6 +55,14 @@ pub struct RouteTarget {
     pub metrics: Arc<RouteMetrics>,
     /// Traffic of unrecognised callers on this route.
     pub anonymous_usage: Arc<Mutex<RouteUsage>>,
+    /// The instance's rate limiter (shared by every route to the instance).
+    pub limiter: Option<Arc<Limiter>>,
+    /// Largest request body accepted.
+    pub max_body_bytes: Option<u64>,
+    /// This route's own cap on requests in flight.
+    pub max_concurrent: Option<usize>,
+    /// Requests in flight on this route.
+    pub inflight: AtomicUsize,
 }
 
 impl RouteTarget {
@@ -115,12 +125,47 @@ pub struct Shared {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// (client, scope) pairs already warned about, so a misconfiguration logs once.
     warned_scopes: Mutex<HashSet<(String, Arc<str>)>>,
+    /// Requests in flight, all routes.
+    pub inflight: AtomicUsize,
+    /// Rate limiters by instance; kept across reloads while their settings are unchanged.
+    pub limiters: Limiters,
+    /// Set on SIGTERM: readiness fails while in-flight requests drain.
+    pub shutting_down: AtomicBool,
+}
+
+/// The per-instance limiters of the process.
+#[derive(Debug, Default)]
+pub struct Limiters(Mutex<HashMap<String, Arc<Limiter>>>);
+
+impl Limiters {
+    /// The limiter for `instance`: the existing one if its settings are unchanged (so a
+    /// reload does not hand out a fresh burst), a new one otherwise.
+    pub fn get(&self, instance: &str, settings: &RateLimit) -> Arc<Limiter> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(instance) {
+            Some(l) if l.settings() == settings => l.clone(),
+            _ => {
+                let l = Arc::new(Limiter::new(settings));
+                map.insert(instance.to_owned(), l.clone());
+                l
+            }
+        }
+    }
+
+    /// All limiters, for `/metrics`.
+    pub fn all(&self) -> Vec<(String, Arc<Limiter>)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map.iter().map(|(k, l)| (k.clone(), l.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
 }
 
 impl Shared {
     /// Shared state around a first runtime.
     pub fn new(
         runtime: Runtime,
+        limiters: Limiters,
         metrics: Metrics,
         tracker: Tracker,
         tls: Arc<rustls::ClientConfig>,
@@ -137,6 +182,9 @@ impl Shared {
             reload: Mutex::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             warned_scopes: Mutex::default(),
+            inflight: AtomicUsize::new(0),
+            limiters,
+            shutting_down: AtomicBool::new(false),
         }
     }
 
@@ -161,6 +209,10 @@ impl Shared {
     }
 }
 
+fn instance_rate<'c>(config: &'c Config, instance: &str) -> Option<&'c RateLimit> {
+    config.instances.get(instance)?.rate_limit.as_ref()
+}
+
 impl Runtime {
     /// Builds a runtime from `config`. Token cells whose token request is unchanged from
     /// `previous` are reused (with their live token); the others are new and returned second,
@@ -169,6 +221,7 @@ impl Runtime {
         config: Config,
         metrics: &Metrics,
         tracker: &Tracker,
+        limiters: &Limiters,
         tls: &Arc<rustls::ClientConfig>,
         previous: Option<&Runtime>,
     ) -> (Runtime, Vec<Arc<TokenCell>>) {
@@ -230,6 +283,11 @@ impl Runtime {
                 timeout: r.timeout,
                 metrics: metrics.route(&r.prefix),
                 anonymous_usage: anonymous.route(&r.prefix),
+                limiter: instance_rate(&config, &r.instance)
+                    .map(|rl| limiters.get(&r.instance, rl)),
+                max_body_bytes: r.max_body_bytes,
+                max_concurrent: r.max_concurrent_requests,
+                inflight: AtomicUsize::new(0),
             };
             (r.prefix.clone(), target)
         }));

@@ -8,19 +8,20 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
 use crate::lenient::LenientTargets;
 use crate::metrics::Metrics;
 use crate::migration::Tracker;
 use crate::proxy::{self, ConnInfo};
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::{Limiters, Runtime, Shared};
 use crate::{admin, reload, tls, token};
-
-/// Slowloris guard: a client must finish sending request headers within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,11 @@ pub struct Gateway {
     shared: Arc<Shared>,
     addr: SocketAddr,
     admin_addr: SocketAddr,
+    /// The proxy listener's task; it finishes once stopped and drained.
+    proxy: JoinHandle<()>,
+    /// Admin listener, watchers.
     tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -56,9 +61,12 @@ impl Gateway {
         let token_http = token::http_client(tls.clone());
         let metrics = Metrics::default();
         let tracker = Tracker::default();
-        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &tls, None);
+        let limiters = Limiters::default();
+        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &limiters, &tls, None);
         runtime.observe_modes();
-        let shared = Arc::new(Shared::new(runtime, metrics, tracker, tls, token_http));
+        let shared = Arc::new(Shared::new(
+            runtime, limiters, metrics, tracker, tls, token_http,
+        ));
         for cell in fresh {
             cell.start(shared.token_http.clone());
         }
@@ -68,16 +76,17 @@ impl Gateway {
         let admin_addr = admin_listener
             .local_addr()
             .expect("bound socket has an address");
-        let tasks = vec![
-            tokio::spawn(serve_proxy(proxy_listener, shared.clone())),
-            tokio::spawn(serve_admin(admin_listener, shared.clone())),
-        ];
+        let (stop, stopped) = watch::channel(false);
+        let proxy = tokio::spawn(serve_proxy(proxy_listener, shared.clone(), stopped));
+        let tasks = vec![tokio::spawn(serve_admin(admin_listener, shared.clone()))];
         tracing::info!(%addr, %admin_addr, "coupa-gateway listening");
         Ok(Gateway {
             shared,
             addr,
             admin_addr,
+            proxy,
             tasks,
+            stop,
         })
     }
 
@@ -126,15 +135,33 @@ impl Gateway {
         }
     }
 
-    /// Stops accepting and stops the token refreshers. Connections already accepted finish
-    /// their current exchange.
+    /// Stops at once: listeners, connections and token refreshers (tests, errors).
     pub fn shutdown(self) {
+        self.proxy.abort();
         for task in &self.tasks {
             task.abort();
         }
         for cell in self.shared.runtime.load().tokens.values() {
             cell.stop();
         }
+    }
+
+    /// SIGTERM behaviour: stop accepting, fail readiness, let in-flight requests finish for up
+    /// to `server.shutdown_grace`, then close what is left. Returns true when everything
+    /// finished in time. The admin listener answers (readiness 503) until the end.
+    pub async fn shutdown_gracefully(mut self) -> bool {
+        let grace = self.shared.runtime.load().config.server.shutdown_grace;
+        self.shared.shutting_down.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(grace, &mut self.proxy).await.is_ok();
+        if !drained {
+            tracing::warn!(
+                grace_s = grace.as_secs_f32(),
+                "shutdown grace elapsed; closing the remaining connections"
+            );
+        }
+        self.shutdown();
+        drained
     }
 }
 
@@ -144,14 +171,22 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartE
         .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-fn connection_builder() -> auto::Builder<TokioExecutor> {
+fn connection_builder(server: &crate::config::Server) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // hyper starts this timer when it waits for a request head, idle keep-alive time
+        // included, so it bounds idle connections and slow headers alike.
+        .header_read_timeout(server.idle_timeout.max(server.header_timeout))
+        // hyper answers 431 beyond this; Coupa JWTs are several KB, so keep headroom.
+        .max_buf_size(server.max_header_bytes.max(8192))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(server.idle_timeout))
+        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
 
@@ -173,26 +208,50 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     }
 }
 
-async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>) {
-    let builder = Arc::new(connection_builder());
+/// Accepts until `stop` flips, then lets the open connections finish their current exchange
+/// (hyper's graceful shutdown: idle keep-alive connections close, busy ones finish). The
+/// connections live in a `JoinSet`, so aborting this task closes them all.
+async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let builder = Arc::new(connection_builder(&shared.runtime.load().config.server));
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
     loop {
-        let (stream, peer) = accept(&listener).await;
+        let (stream, peer) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = stop.changed() => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let server = &shared.runtime.load().config.server;
+        let (header_timeout, idle_timeout) = (server.header_timeout, server.idle_timeout);
+        let conn = Arc::new(ConnInfo::new(peer));
+        // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses; the
+        // same wrapper enforces the header and idle timeouts.
+        let io = TokioIo::new(LenientTargets::with_limits(
+            stream,
+            conn.state.clone(),
+            header_timeout,
+            idle_timeout,
+        ));
         let shared = shared.clone();
-        let builder = builder.clone();
-        tokio::spawn(async move {
-            let conn = Arc::new(ConnInfo::new(peer));
-            let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-            // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses.
-            let io = TokioIo::new(LenientTargets::new(stream));
-            if let Err(e) = builder.serve_connection(io, svc).await {
+        let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
+        let serving = graceful.watch(builder.serve_connection(io, svc).into_owned());
+        connections.spawn(async move {
+            if let Err(e) = serving.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    tracing::info!(
+        connections = graceful.count(),
+        "stopped accepting; draining connections"
+    );
+    graceful.shutdown().await;
+    while connections.join_next().await.is_some() {}
 }
 
 async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
-    let builder = Arc::new(connection_builder());
+    let builder = Arc::new(connection_builder(&shared.runtime.load().config.server));
     loop {
         let (stream, _peer) = accept(&listener).await;
         let shared = shared.clone();

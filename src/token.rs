@@ -111,6 +111,8 @@ pub enum TokenError {
         status: u16,
         /// A short excerpt of the body.
         body: String,
+        /// `Retry-After` (seconds) on a 429 or 503.
+        retry_after: Option<Duration>,
     },
     /// 2xx, but not a usable token response.
     #[error("token endpoint sent an unusable response: {0}")]
@@ -144,8 +146,10 @@ pub enum FailureKind {
     Unauthorized,
     /// Another OAuth error code.
     OAuth,
-    /// An HTTP error without an OAuth body (proxies, 5xx, 429).
+    /// An HTTP error without an OAuth body (proxies, 5xx).
     Http,
+    /// 429 from the token endpoint.
+    RateLimited,
     /// Unusable 2xx body.
     Response,
     /// Timed out.
@@ -165,6 +169,7 @@ impl FailureKind {
             FailureKind::Unauthorized => "unauthorized_client",
             FailureKind::OAuth => "oauth_error",
             FailureKind::Http => "http_error",
+            FailureKind::RateLimited => "rate_limited",
             FailureKind::Response => "bad_response",
             FailureKind::Timeout => "timeout",
             FailureKind::Tls => "tls",
@@ -174,6 +179,24 @@ impl FailureKind {
 }
 
 impl TokenError {
+    /// True for failures that retrying will not fix until someone changes a setting in Coupa
+    /// or in `proxy.toml` (RFC 6749 `invalid_client`, `invalid_scope`, `unauthorized_client`):
+    /// they back off for minutes, not seconds, so a wrong secret does not hammer Coupa.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.kind(),
+            FailureKind::InvalidClient | FailureKind::InvalidScope | FailureKind::Unauthorized
+        )
+    }
+
+    /// The endpoint's own `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TokenError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The failure's class, found by walking the source chain (never by matching text).
     pub fn kind(&self) -> FailureKind {
         match self {
@@ -185,6 +208,7 @@ impl TokenError {
                 _ => FailureKind::OAuth,
             },
             TokenError::Status { status: 401, .. } => FailureKind::InvalidClient,
+            TokenError::Status { status: 429, .. } => FailureKind::RateLimited,
             TokenError::Status { .. } => FailureKind::Http,
             TokenError::BadResponse(_) => FailureKind::Response,
             TokenError::Timeout(_) => FailureKind::Timeout,
@@ -214,6 +238,9 @@ impl TokenError {
             }
             FailureKind::OAuth | FailureKind::Http | FailureKind::Response => {
                 "check token_url and that the instance is up"
+            }
+            FailureKind::RateLimited => {
+                "the token endpoint is rate limiting; the gateway backs off and retries"
             }
             FailureKind::Timeout => {
                 "the token endpoint is slow or unreachable; check network, firewall or outbound proxy"
@@ -289,10 +316,16 @@ pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted,
             .send()
             .await?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = resp.bytes().await?;
-        Ok::<_, reqwest::Error>((status, body))
+        Ok::<_, reqwest::Error>((status, retry_after, body))
     };
-    let (status, body) = match tokio::time::timeout(req.timeout, send).await {
+    let (status, retry_after, body) = match tokio::time::timeout(req.timeout, send).await {
         Err(_) => return Err(TokenError::Timeout(req.timeout)),
         Ok(Err(e)) if e.is_timeout() => return Err(TokenError::Timeout(req.timeout)),
         Ok(Err(e)) => return Err(TokenError::Transport(e.without_url())),
@@ -310,6 +343,7 @@ pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted,
         return Err(TokenError::Status {
             status: status.as_u16(),
             body: redact(&excerpt(&body), secret),
+            retry_after,
         });
     }
     let parsed: TokenResponse = serde_json::from_slice(&body)
@@ -384,6 +418,9 @@ pub struct Token {
     pub minted_instant: Instant,
     /// The granted scope as echoed by the endpoint.
     pub scope: Option<String>,
+    /// Increases with every token the cell publishes; tells a 401 on this token from one on
+    /// its successor.
+    pub generation: u64,
 }
 
 impl std::fmt::Debug for Token {
@@ -412,6 +449,7 @@ impl Token {
             minted_at: m.requested_at_wall,
             minted_instant: m.requested_at,
             scope: m.scope.clone(),
+            generation: 0,
         })
     }
 
@@ -458,6 +496,34 @@ pub struct TokenState {
     pub consecutive_failures: u32,
     /// When the refresher will next call the token endpoint.
     pub next_attempt: Option<Instant>,
+    /// The generation Coupa answered 401 to; a replacement is being minted.
+    pub rejected: Option<u64>,
+}
+
+/// A token as the request path uses it.
+#[derive(Debug, Clone)]
+pub struct Bearer {
+    /// `Bearer <token>` (sensitive).
+    pub header: HeaderValue,
+    /// The token's generation.
+    pub generation: u64,
+    /// When it was requested.
+    pub minted: Instant,
+    /// Coupa already rejected it; a replacement is on its way.
+    pub rejected: bool,
+}
+
+impl TokenState {
+    fn cloned(&self) -> TokenState {
+        TokenState {
+            token: self.token.clone(),
+            last_success: self.last_success,
+            last_error: self.last_error.clone(),
+            consecutive_failures: self.consecutive_failures,
+            next_attempt: self.next_attempt,
+            rejected: self.rejected,
+        }
+    }
 }
 
 /// Why the request path got no token.
@@ -481,6 +547,12 @@ pub struct TokenCell {
     pub refreshes_ok: AtomicU64,
     /// Failed refreshes, for `/metrics`.
     pub refreshes_failed: AtomicU64,
+    /// Coupa 401s answered by replaying the request with a new token.
+    pub unauthorized_replayed: AtomicU64,
+    /// Coupa 401s passed to the caller (body not replayable, or no new token in time).
+    pub unauthorized_passed: AtomicU64,
+    /// The generation of the latest published token; waiters for a replacement watch it.
+    generations: tokio::sync::watch::Sender<u64>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -512,6 +584,9 @@ impl TokenCell {
             nudge: Arc::new(Notify::new()),
             refreshes_ok: AtomicU64::new(0),
             refreshes_failed: AtomicU64::new(0),
+            unauthorized_replayed: AtomicU64::new(0),
+            unauthorized_passed: AtomicU64::new(0),
+            generations: tokio::sync::watch::Sender::new(0),
             task: Mutex::new(None),
         })
     }
@@ -539,10 +614,15 @@ impl TokenCell {
     /// The `Authorization` value to send now. This is the request path's whole token cost: one
     /// `ArcSwap` load and a `Bytes`-backed clone; it never waits for the token endpoint.
     #[inline]
-    pub fn bearer(&self, now: Instant) -> Result<HeaderValue, Unavailable> {
+    pub fn bearer(&self, now: Instant) -> Result<Bearer, Unavailable> {
         let state = self.state.load();
         match &state.token {
-            Some(t) if t.is_valid_at(now) => Ok(t.header.clone()),
+            Some(t) if t.is_valid_at(now) => Ok(Bearer {
+                header: t.header.clone(),
+                generation: t.generation,
+                minted: t.minted_instant,
+                rejected: state.rejected == Some(t.generation),
+            }),
             _ => Err(Unavailable {
                 retry_after: state
                     .next_attempt
@@ -564,6 +644,62 @@ impl TokenCell {
     /// Asks the refresher to mint now instead of at its scheduled time.
     pub fn nudge(&self) {
         self.nudge.notify_one();
+    }
+
+    /// Marks the token of `generation` as rejected by Coupa and asks for a replacement. Only
+    /// the caller that flips the flag nudges the refresher, so a burst of 401s on one token
+    /// costs one token request.
+    pub fn reject(&self, generation: u64) {
+        let mut flipped = false;
+        self.state.rcu(|cur| {
+            flipped = false;
+            match &cur.token {
+                Some(t) if t.generation == generation && cur.rejected != Some(generation) => {
+                    flipped = true;
+                    Arc::new(TokenState {
+                        rejected: Some(generation),
+                        ..cur.cloned()
+                    })
+                }
+                _ => Arc::clone(cur),
+            }
+        });
+        if flipped {
+            tracing::warn!(client = %self.name, "Coupa rejected the current token (401); minting a new one");
+            self.nudge();
+        }
+    }
+
+    /// After Coupa answered 401 to `used`: the token to replay with, or `None` to give up.
+    ///
+    /// A 401 inside the token's warm-up is taken for Coupa's propagation delay
+    /// (COUPA-API.md §5): wait the warm-up out and retry the same token, without minting.
+    /// Otherwise the token is rejected (single-flight) and the replay waits for the
+    /// replacement — and its warm-up — for at most the token timeout plus a second.
+    pub async fn recover(&self, used: &Bearer) -> Option<Bearer> {
+        let warm = used.minted + self.warmup;
+        if Instant::now() < warm {
+            tokio::time::sleep_until(warm.into()).await;
+            return self.bearer(Instant::now()).ok();
+        }
+        self.reject(used.generation);
+        self.replacement(used.generation).await
+    }
+
+    /// Waits for a token newer than `generation` (and its warm-up).
+    pub async fn replacement(&self, generation: u64) -> Option<Bearer> {
+        let mut rx = self.generations.subscribe();
+        let wait = self.request.timeout + Duration::from_secs(1);
+        match tokio::time::timeout(wait, rx.wait_for(|g| *g > generation)).await {
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
+        let fresh = self.bearer(Instant::now()).ok()?;
+        let warm = fresh.minted + self.warmup;
+        if Instant::now() < warm {
+            tokio::time::sleep_until(warm.into()).await;
+        }
+        Some(fresh)
     }
 
     /// Mints a token now and publishes it at once (no warm-up: there is no older token to
@@ -610,10 +746,10 @@ impl TokenCell {
         }
     }
 
-    fn store(&self, f: impl FnOnce(&TokenState) -> TokenState) {
-        // Single writer (the refresher), so load-modify-store needs no rcu loop.
-        let cur = self.state.load();
-        self.state.store(Arc::new(f(&cur)));
+    fn store(&self, f: impl Fn(&TokenState) -> TokenState) {
+        // The refresher is the main writer, but `reject` writes too (from the request path),
+        // so every update is a read-copy-update that cannot lose the other's change.
+        self.state.rcu(|cur| Arc::new(f(cur)));
     }
 }
 
@@ -622,6 +758,15 @@ impl TokenCell {
 fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     exp.min(BACKOFF_CAP).mul_f64(rand::random_range(0.75..=1.0))
+}
+
+/// Back-off after a permanent failure (wrong secret, scope not granted): 1 min doubling to
+/// 30 min. Someone has to change a setting; retrying every second would only fill Coupa's
+/// logs and count against the instance's rate limit.
+fn permanent_backoff(failures: u32) -> Duration {
+    let exp = Duration::from_secs(60).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    exp.min(Duration::from_secs(1800))
+        .mul_f64(rand::random_range(0.75..=1.0))
 }
 
 /// When to mint again after a token minted at `requested_at` with `expires_in`: at
@@ -667,7 +812,14 @@ async fn refresher(cell: Weak<TokenCell>, nudge: Arc<Notify>, http: reqwest::Cli
                 // Warm-up: Coupa may reject a token in its first seconds, so keep the old token
                 // while it is still valid, but never past its own validity.
                 let now = Instant::now();
-                let old_valid = this.state.load().token.as_ref().map(|t| t.valid_until);
+                // A token Coupa rejected is replaced at once: keeping it would only fail.
+                let state = this.state.load();
+                let old_valid = state
+                    .token
+                    .as_ref()
+                    .filter(|t| state.rejected != Some(t.generation))
+                    .map(|t| t.valid_until);
+                drop(state);
                 if let Some(old_valid) = old_valid.filter(|&v| v > now) {
                     let publish_at = (minted.requested_at + this.warmup).min(old_valid);
                     drop(this);
@@ -681,48 +833,71 @@ async fn refresher(cell: Weak<TokenCell>, nudge: Arc<Notify>, http: reqwest::Cli
             Err(err) => {
                 this.refreshes_failed.fetch_add(1, Ordering::Relaxed);
                 let failures = this.state.load().consecutive_failures + 1;
-                let delay = backoff(failures);
+                let base = if err.is_permanent() {
+                    permanent_backoff(failures)
+                } else {
+                    backoff(failures)
+                };
+                let delay = base.max(err.retry_after().unwrap_or_default());
                 let failure = Failure {
                     at: SystemTime::now(),
                     kind: err.kind(),
                     message: err.to_string(),
                     hint: err.hint(),
                 };
-                tracing::warn!(
-                    client = %this.name,
-                    instance = %this.instance,
-                    kind = failure.kind.as_str(),
-                    error = %failure.message,
-                    hint = failure.hint,
-                    retry_in_s = delay.as_secs_f32(),
-                    "token refresh failed; the current token (if still valid) stays in use"
-                );
+                if err.is_permanent() {
+                    tracing::error!(
+                        client = %this.name,
+                        instance = %this.instance,
+                        kind = failure.kind.as_str(),
+                        error = %failure.message,
+                        hint = failure.hint,
+                        retry_in_s = delay.as_secs_f32(),
+                        "token request refused by Coupa; fix the client settings (retrying slowly)"
+                    );
+                } else {
+                    tracing::warn!(
+                        client = %this.name,
+                        instance = %this.instance,
+                        kind = failure.kind.as_str(),
+                        error = %failure.message,
+                        hint = failure.hint,
+                        retry_in_s = delay.as_secs_f32(),
+                        "token refresh failed; the current token (if still valid) stays in use"
+                    );
+                }
+                let next = Instant::now() + delay;
                 this.store(|s| TokenState {
-                    token: s.token.clone(),
-                    last_success: s.last_success,
-                    last_error: Some(failure),
+                    last_error: Some(failure.clone()),
                     consecutive_failures: failures,
-                    next_attempt: Some(Instant::now() + delay),
+                    next_attempt: Some(next),
+                    ..s.cloned()
                 });
             }
         }
     }
 }
 
-fn publish(cell: &TokenCell, token: Token, minted: &Minted, next: Instant) {
+fn publish(cell: &TokenCell, mut token: Token, minted: &Minted, next: Instant) {
     tracing::info!(
         client = %cell.name,
         instance = %cell.instance,
         expires_in_s = minted.expires_in.as_secs(),
         "token minted"
     );
+    // Only one task publishes for a cell at a time (prime runs before the refresher starts).
+    token.generation = *cell.generations.borrow() + 1;
+    let generation = token.generation;
+    let token = Arc::new(token);
     cell.store(|_| TokenState {
-        token: Some(Arc::new(token)),
+        token: Some(token.clone()),
         last_success: Some(minted.requested_at_wall),
         last_error: None,
         consecutive_failures: 0,
         next_attempt: Some(next),
+        rejected: None,
     });
+    cell.generations.send_replace(generation);
 }
 
 #[cfg(test)]
@@ -794,7 +969,8 @@ mod tests {
         assert_eq!(
             TokenError::Status {
                 status: 503,
-                body: String::new()
+                body: String::new(),
+                retry_after: None,
             }
             .kind(),
             FailureKind::Http

@@ -202,7 +202,7 @@ async fn traversal_attempts_are_400_and_never_forwarded() {
         )
         .await;
         assert_eq!(status, 400, "{target}: {text}");
-        assert!(text.contains("\"bad_path\""), "{text}");
+        assert!(text.contains("\"bad_request\""), "{text}");
     }
     assert!(env.prod.requests().is_empty() && env.test.requests().is_empty());
 }

@@ -24,6 +24,9 @@ impl Write for Captured {
     }
 }
 
+const ROTATED: &str = "rotated-test-secret-value";
+const WRONG: &str = "mistyped-test-secret-value";
+
 // current_thread: every task runs on this thread, so the thread-local subscriber sees them all.
 #[tokio::test(flavor = "current_thread")]
 async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
@@ -36,34 +39,59 @@ async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
+    // The test instance also accepts a rotated secret, for the reload step.
     let prod = mock_with(
         demo_instance("prod", "127.0.0.1:0".parse().unwrap())
             .rate_limit(None)
             .expires_in(3),
     )
     .await;
-    let test = mock("test").await;
+    let test = mock_with(
+        demo_instance("test", "127.0.0.1:0".parse().unwrap())
+            .rate_limit(None)
+            .client(
+                "demo-test-client",
+                ROTATED,
+                &["core.invoice.read", "core.supplier.read"],
+            ),
+    )
+    .await;
     let toml = two_instance_toml(&prod.url(), &test.url(), "token_warmup = \"0s\"");
     let gw = Gateway::start(config(&toml)).await.unwrap();
     assert!(gw.wait_ready(Duration::from_secs(10)).await);
     let http = Http::new();
     let base = format!("http://{}", gw.addr());
-    for path in [
-        "/prod/api/invoices/1",
-        "/test/api/suppliers/1",
-        "/prod/api/nothing",
-        "/nowhere",
-    ] {
-        http.get(
-            &format!("{base}{path}"),
-            &[
-                ("x-coupa-api-key", DEMO_API_KEY),
-                ("authorization", "Basic c2VjcmV0"),
-            ],
-        )
-        .await;
-    }
-    // A refresh succeeds (3 s tokens), then the endpoint starts failing.
+    let send_all = || async {
+        for path in [
+            "/prod/api/invoices/1",
+            "/test/api/suppliers/1",
+            "/prod/api/nothing",
+            "/nowhere",
+            "/prod/../x",
+        ] {
+            http.get(
+                &format!("{base}{path}"),
+                &[
+                    ("x-coupa-api-key", DEMO_API_KEY),
+                    ("authorization", "Basic c2VjcmV0"),
+                ],
+            )
+            .await;
+        }
+    };
+    send_all().await;
+    // 401 recovery: Coupa revokes the tokens; the gateway re-mints and replays.
+    test.faults().revoke_all_tokens();
+    send_all().await;
+    // Reload with a rotated secret (new token), then a broken reload.
+    let rotated = toml.replace("${TEST_SECRET}", ROTATED);
+    gw.reload(config(&rotated))
+        .await
+        .expect("rotated secret reloads");
+    let wrong = toml.replace("${TEST_SECRET}", WRONG);
+    assert!(gw.reload(config(&wrong)).await.is_err());
+    send_all().await;
+    // A refresh succeeds (3 s tokens), then the endpoint starts refusing the client.
     assert!(eventually(Duration::from_secs(10), || prod.stats().tokens_issued >= 2).await);
     prod.faults().fail_token_with(Some((401, "invalid_client")));
     assert!(
@@ -100,16 +128,27 @@ async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
         logs.contains("token minted"),
         "logging was not captured:\n{logs}"
     );
-    assert!(
-        logs.contains("token refresh failed"),
-        "the failure was not logged:\n{logs}"
-    );
+    for event in [
+        "token request refused by Coupa",
+        "Coupa rejected the current token",
+        "configuration reloaded",
+        "configuration reload refused",
+    ] {
+        assert!(logs.contains(event), "{event:?} was not logged:\n{logs}");
+    }
     for (what, text) in [
         ("logs", &logs),
         ("/status", &status),
         ("/metrics", &metrics),
     ] {
-        for secret in [PROD_SECRET, TEST_SECRET, DEMO_API_KEY, "c2VjcmV0"] {
+        for secret in [
+            PROD_SECRET,
+            TEST_SECRET,
+            ROTATED,
+            WRONG,
+            DEMO_API_KEY,
+            "c2VjcmV0",
+        ] {
             assert!(
                 !text.contains(secret),
                 "{what} contains the secret {secret:?}"

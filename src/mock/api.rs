@@ -91,7 +91,14 @@ pub(super) async fn api(shared: &Shared, req: Request<Incoming>) -> Response<Moc
     }
     if let Some(status) = shared.faults.api_failure() {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return fmt.error(status, &format!("Injected failure ({})", status.as_u16()));
+        let mut resp = fmt.error(status, &format!("Injected failure ({})", status.as_u16()));
+        let throttling =
+            status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+        if let (true, Some(secs)) = (throttling, shared.faults.retry_after()) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        return resp;
     }
     let Some(grant) = shared.authenticate(&parts.headers) else {
         bump(&shared.counters.unauthorized);

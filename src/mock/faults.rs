@@ -26,6 +26,8 @@ pub struct Faults {
     expires_in: AtomicU64,
     /// Tokens remember the generation they were minted in; bumping it revokes them all.
     token_generation: AtomicU64,
+    /// New tokens answer 401 until they are this old (Coupa's "wait ~5 s" window).
+    token_activation_ns: AtomicU64,
     api_delay_ns: AtomicU64,
     /// 0 = no injected failure (0 is not a valid HTTP status, so it is free as a sentinel).
     api_failure: AtomicU32,
@@ -47,6 +49,7 @@ impl Faults {
             token_delay_ns: AtomicU64::new(0),
             expires_in: AtomicU64::new(expires_in),
             token_generation: AtomicU64::new(0),
+            token_activation_ns: AtomicU64::new(0),
             api_delay_ns: AtomicU64::new(0),
             api_failure: AtomicU32::new(0),
             retry_after: Mutex::new(None),
@@ -80,6 +83,17 @@ impl Faults {
         self.token_generation.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Makes tokens answer 401 until they are `delay` old, as Coupa may in the first seconds
+    /// after minting (COUPA-API.md §5). 0 = usable at once.
+    pub fn set_token_activation_delay(&self, delay: Duration) {
+        self.token_activation_ns
+            .store(nanos(delay), Ordering::Relaxed);
+    }
+
+    pub(super) fn token_activation_delay(&self) -> Duration {
+        Duration::from_nanos(self.token_activation_ns.load(Ordering::Relaxed))
+    }
+
     /// Delays every `/api` response head by `delay` (0 = none). Applied after the rate-limit
     /// check and before authentication.
     pub fn set_api_delay(&self, delay: Duration) {
@@ -94,7 +108,8 @@ impl Faults {
             .store(status.map_or(0, u32::from), Ordering::Relaxed);
     }
 
-    /// Adds `Retry-After: <secs>` to 429 answers. Off by default, because whether Coupa sends
+    /// Adds `Retry-After: <secs>` to 429 answers (and to injected 429/503 failures). Off by
+    /// default, because whether Coupa sends
     /// it is disputed (COUPA-API.md §10).
     pub fn set_retry_after(&self, secs: Option<u32>) {
         *lock(&self.retry_after) = secs;

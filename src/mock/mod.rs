@@ -429,7 +429,11 @@ impl Shared {
             let generation = self.faults.token_generation();
             return self
                 .tokens
-                .scopes_of(token.trim(), generation)
+                .scopes_of(
+                    token.trim(),
+                    generation,
+                    self.faults.token_activation_delay(),
+                )
                 .map(Grant::Scopes);
         }
         let key = headers.get(&X_COUPA_API_KEY)?.to_str().ok()?;

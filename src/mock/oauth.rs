@@ -31,6 +31,7 @@ const SWEEP_THRESHOLD: usize = 10_000;
 
 struct Issued {
     scopes: Vec<String>,
+    issued_at: Instant,
     expires_at: Instant,
     /// [`super::Faults::revoke_all_tokens`] generation the token was minted in.
     generation: u64,
@@ -59,6 +60,7 @@ impl TokenStore {
             token.clone(),
             Issued {
                 scopes,
+                issued_at: now,
                 expires_at,
                 generation,
             },
@@ -66,11 +68,19 @@ impl TokenStore {
         token
     }
 
-    /// The scopes of a live token: known, unexpired, not revoked.
-    pub(super) fn scopes_of(&self, token: &str, generation: u64) -> Option<Vec<String>> {
+    /// The scopes of a live token: known, unexpired, not revoked, and at least `activation`
+    /// old.
+    pub(super) fn scopes_of(
+        &self,
+        token: &str,
+        generation: u64,
+        activation: Duration,
+    ) -> Option<Vec<String>> {
         let tokens = lock(&self.tokens);
         let t = tokens.get(token)?;
-        (t.generation == generation && Instant::now() < t.expires_at).then(|| t.scopes.clone())
+        let now = Instant::now();
+        (t.generation == generation && now < t.expires_at && now >= t.issued_at + activation)
+            .then(|| t.scopes.clone())
     }
 }
 
@@ -292,11 +302,14 @@ mod tests {
         let live = store.issue(vec!["a".into()], Duration::from_secs(60), 0);
         let dead = store.issue(vec!["a".into()], Duration::ZERO, 0);
         let huge = store.issue(vec![], Duration::from_secs(u64::MAX), 0);
-        assert_eq!(store.scopes_of(&live, 0), Some(vec!["a".to_owned()]));
-        assert_eq!(store.scopes_of(&dead, 0), None);
-        assert_eq!(store.scopes_of(&live, 1), None);
-        assert_eq!(store.scopes_of(&huge, 0), Some(vec![]));
-        assert_eq!(store.scopes_of("nope", 0), None);
+        assert_eq!(
+            store.scopes_of(&live, 0, Duration::ZERO),
+            Some(vec!["a".to_owned()])
+        );
+        assert_eq!(store.scopes_of(&dead, 0, Duration::ZERO), None);
+        assert_eq!(store.scopes_of(&live, 1, Duration::ZERO), None);
+        assert_eq!(store.scopes_of(&huge, 0, Duration::ZERO), Some(vec![]));
+        assert_eq!(store.scopes_of("nope", 0, Duration::ZERO), None);
     }
 
     #[test]

@@ -45,9 +45,23 @@ pub enum ProxyError {
     /// No route prefix matches the path.
     #[error("no route matches this path; the gateway serves only its configured prefixes")]
     NoRoute,
-    /// The path could escape its route or confuse the upstream.
-    #[error("rejected path: {0}")]
-    BadPath(&'static str),
+    /// The request could escape its route or be read differently by Coupa (path, framing).
+    #[error("rejected request: {0}")]
+    BadRequest(&'static str),
+    /// The declared body is larger than the route allows.
+    #[error("the request body is larger than this route accepts ({0} bytes)")]
+    BodyTooLarge(u64),
+    /// Too many requests in flight (globally or on the route).
+    #[error("the gateway is at its concurrent-request limit; retry shortly")]
+    Overloaded,
+    /// The instance's rate budget is used up beyond the queue wait.
+    #[error("the gateway is spacing requests to instance \"{instance}\" to stay within Coupa's rate limit and its queue is full; retry after {retry_after} s")]
+    RateLimited {
+        /// The instance.
+        instance: String,
+        /// Seconds until a request would be accepted.
+        retry_after: u64,
+    },
     /// The route's client holds no valid token (startup, or the token endpoint is failing).
     #[error("the gateway holds no valid OAuth token for client \"{client}\" yet; it is retrying (see the admin /status page)")]
     NoToken {
@@ -81,7 +95,10 @@ impl ProxyError {
             | ProxyError::Blocked(_)
             | ProxyError::ScopeMissing { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoToken { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -98,7 +115,10 @@ impl ProxyError {
             ProxyError::Blocked(_) => "route_blocked",
             ProxyError::ScopeMissing { .. } => "scope_missing",
             ProxyError::NoRoute => "no_route",
-            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BodyTooLarge(_) => "body_too_large",
+            ProxyError::Overloaded => "overloaded",
+            ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::NoToken { .. } => "token_unavailable",
             ProxyError::UpstreamConnect(_) => "upstream_unreachable",
             ProxyError::UpstreamTimeout => "upstream_timeout",
@@ -137,8 +157,17 @@ impl ProxyError {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(REQUEST_ID.clone(), request_id.clone());
         match self {
-            ProxyError::NoToken { retry_after, .. } => {
+            ProxyError::NoToken { retry_after, .. }
+            | ProxyError::RateLimited { retry_after, .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            ProxyError::Overloaded => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // An unread or unparseable body would poison the next request on this
+            // connection: close it (rpxy and linkerd do the same).
+            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // RFC 9110 §11.6.1: a 401 names how to authenticate. The scheme is not a standard
             // one; it tells a human which header the gateway expected.

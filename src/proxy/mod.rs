@@ -12,24 +12,28 @@ pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Request, Response, Version};
-use http_body_util::{Either, Full};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
 use crate::config::{Mode, ScopeCheck};
 use crate::identity::{self, Caller};
+use crate::lenient::ConnState;
 use crate::migration::{Observation, ANONYMOUS};
+use crate::ratelimit::Turn;
 use crate::runtime::{RouteTarget, Shared};
 use crate::scopes::Needed;
+use crate::token::TokenCell;
 
 /// Response bodies: Coupa's streamed through, or a small one the gateway wrote itself.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -47,6 +51,8 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: HeaderValue,
+    /// Shared with the connection's I/O wrapper (idle tracking, framing flags).
+    pub state: Arc<ConnState>,
 }
 
 impl ConnInfo {
@@ -57,7 +63,26 @@ impl ConnInfo {
             peer_ip: HeaderValue::try_from(peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
             proto: HeaderValue::from_static("http"),
+            state: Arc::default(),
         }
+    }
+}
+
+/// Counts a request as active on its connection for as long as its handler runs, so the
+/// connection is not closed as idle while Coupa is slow. A guard, so a cancelled handler
+/// (client gone) still counts out.
+struct Active<'a>(&'a ConnState);
+
+impl<'a> Active<'a> {
+    fn enter(state: &'a ConnState) -> Self {
+        state.active.fetch_add(1, Ordering::AcqRel);
+        Active(state)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -67,6 +92,7 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let _active = Active::enter(&conn.state);
     let request_id = match req.headers().get(&REQUEST_ID) {
         Some(v) if (1..=200).contains(&v.len()) => v.clone(),
         _ => new_request_id(),
@@ -75,9 +101,9 @@ pub async fn handle(
     // held across yield points). A reload during the request does not affect it.
     let runtime = shared.runtime.load_full();
     let path = req.uri().path();
-    if let Some(reason) = path::check(path) {
+    if let Some(reason) = path::check(path).or_else(|| framing_problem(&req, &conn.state)) {
         shared.metrics.unrouted.record(400);
-        return Ok(ProxyError::BadPath(reason).into_response(&request_id, ANONYMOUS));
+        return Ok(ProxyError::BadRequest(reason).into_response(&request_id, ANONYMOUS));
     }
     let Some(found) = runtime.routes.find(path) else {
         shared.metrics.unrouted.record(404);
@@ -98,19 +124,59 @@ pub async fn handle(
         conn: &conn,
         request_id: &request_id,
     };
+    let server = &runtime.config.server;
     let result = async {
         admit(route, &caller)?;
-        match route.mode {
-            Mode::Blocked => Err(ProxyError::Blocked(route.blocked_message.clone())),
-            Mode::Passthrough => {
-                check_scope(&shared, route, needed, req.method(), caller_name, false)?;
-                ctx.send(req, upstream_pq, None).await
+        if route.mode == Mode::Blocked {
+            return Err(ProxyError::Blocked(route.blocked_message.clone()));
+        }
+        let oauth = route.mode == Mode::OAuth;
+        check_scope(&shared, route, needed, req.method(), caller_name, oauth)?;
+        // Shed before queueing or buffering anything: both cost memory.
+        let _global = InFlight::enter(&shared.inflight, server.max_concurrent_requests)
+            .ok_or(ProxyError::Overloaded)?;
+        let _route = match route.max_concurrent {
+            Some(max) => Some(InFlight::enter(&route.inflight, max).ok_or(ProxyError::Overloaded)?),
+            None => None,
+        };
+        let declared = content_length(req.headers());
+        if let (Some(max), Some(len)) = (route.max_body_bytes, declared) {
+            if len > max {
+                return Err(ProxyError::BodyTooLarge(max));
             }
-            Mode::OAuth => {
-                check_scope(&shared, route, needed, req.method(), caller_name, true)?;
-                let bearer = bearer(route)?;
-                ctx.send(req, upstream_pq, Some(bearer)).await
+        }
+        if let Some(limiter) = &route.limiter {
+            match limiter.acquire(Instant::now()) {
+                Turn::Now => {}
+                Turn::At(at) => tokio::time::sleep_until(at.into()).await,
+                Turn::Rejected(retry) => {
+                    return Err(ProxyError::RateLimited {
+                        instance: route.instance.name.clone(),
+                        retry_after: retry.as_secs().max(1),
+                    })
+                }
             }
+        }
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, route.max_body_bytes.map_or(usize::MAX, clamp_usize));
+        if oauth {
+            let cell = route
+                .token
+                .as_ref()
+                .expect("validated oauth routes have a client");
+            ctx.oauth(
+                cell,
+                parts,
+                body,
+                declared,
+                upstream_pq,
+                server.retry_body_limit,
+            )
+            .await
+        } else {
+            let parts = ctx.prepare(parts, upstream_pq, None)?;
+            let resp = ctx.dispatch(parts, Either::Left(body)).await?;
+            Ok(ctx.finish(resp))
         }
     }
     .await;
@@ -131,6 +197,59 @@ pub async fn handle(
             at: SystemTime::now(),
         });
     Ok(resp)
+}
+
+/// Request framing the gateway refuses even though hyper parsed it: both `Content-Length` and
+/// `Transfer-Encoding` (RFC 9112 §6.1: a classic request-smuggling vector between two
+/// parsers), and an HTTP/1 absolute-form target naming a host other than `Host` (the gateway
+/// routes by path; a request aimed at another host is a misdirected proxy request).
+fn framing_problem(req: &Request<Incoming>, conn: &ConnState) -> Option<&'static str> {
+    // hyper drops Content-Length when Transfer-Encoding is present, so the raw head's
+    // verdict comes from the connection wrapper.
+    if conn.conflicting_framing.load(Ordering::Acquire) {
+        return Some("both Content-Length and Transfer-Encoding are set");
+    }
+    let h = req.headers();
+    if req.version() < Version::HTTP_2 {
+        if let Some(authority) = req.uri().authority() {
+            let host = h.get(http::header::HOST).map(|v| v.as_bytes());
+            if host != Some(authority.as_str().as_bytes()) {
+                return Some("absolute-form request target for another host");
+            }
+        }
+    }
+    None
+}
+
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn clamp_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Counts a request in flight; `enter` refuses past `max` and the guard leaves on drop.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize, max: usize) -> Option<Self> {
+        if counter.fetch_add(1, Ordering::AcqRel) >= max {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlight(counter))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// May this caller use this route?
@@ -184,20 +303,6 @@ fn check_scope(
     Ok(())
 }
 
-/// Never forward without a token: Coupa would answer 401 and the caller would blame its own
-/// credentials. 503 + Retry-After tells it to come back.
-fn bearer(route: &RouteTarget) -> Result<HeaderValue, ProxyError> {
-    let cell = route
-        .token
-        .as_ref()
-        .expect("validated oauth routes have a client");
-    cell.bearer(Instant::now())
-        .map_err(|u| ProxyError::NoToken {
-            client: cell.name().to_string(),
-            retry_after: u.retry_after,
-        })
-}
-
 /// What sending one request upstream needs besides the request.
 struct Forward<'a> {
     client: &'a upstream::UpstreamClient,
@@ -206,15 +311,86 @@ struct Forward<'a> {
     request_id: &'a HeaderValue,
 }
 
+/// A request body that may be sent twice (buffered) or only once (streamed).
+enum Prepared {
+    Replayable(Bytes),
+    Streamed(Limited<Incoming>),
+}
+
 impl Forward<'_> {
-    async fn send(
+    /// The oauth path: attach the token; after a 401 from Coupa, get a new token (one token
+    /// request for any number of concurrent 401s) and replay once when the body allows it.
+    async fn oauth(
         &self,
-        req: Request<Incoming>,
+        cell: &TokenCell,
+        parts: http::request::Parts,
+        body: Limited<Incoming>,
+        declared: Option<u64>,
+        path_and_query: Bytes,
+        retry_body_limit: u64,
+    ) -> Result<Response<Body>, ProxyError> {
+        let unavailable = |retry_after| ProxyError::NoToken {
+            client: cell.name().to_string(),
+            retry_after,
+        };
+        let mut bearer = cell
+            .bearer(Instant::now())
+            .map_err(|u| unavailable(u.retry_after))?;
+        if bearer.rejected {
+            // Coupa already refused this token; its replacement is being minted.
+            bearer = cell
+                .replacement(bearer.generation)
+                .await
+                .ok_or_else(|| unavailable(1))?;
+        }
+        let parts = self.prepare(parts, path_and_query, Some(bearer.header.clone()))?;
+        match replayable(body, declared, retry_body_limit).await? {
+            Prepared::Streamed(body) => {
+                let resp = self.dispatch(parts, Either::Left(body)).await?;
+                if resp.status() == StatusCode::UNAUTHORIZED {
+                    cell.unauthorized_passed.fetch_add(1, Ordering::Relaxed);
+                    // Not replayable; the next request should still get a working token.
+                    if Instant::now() >= bearer.minted + cell.warmup() {
+                        cell.reject(bearer.generation);
+                    }
+                }
+                Ok(self.finish(resp))
+            }
+            Prepared::Replayable(bytes) => {
+                let again = clone_parts(&parts);
+                let resp = self
+                    .dispatch(parts, Either::Right(Full::new(bytes.clone())))
+                    .await?;
+                if resp.status() != StatusCode::UNAUTHORIZED {
+                    return Ok(self.finish(resp));
+                }
+                let Some(next) = cell.recover(&bearer).await else {
+                    cell.unauthorized_passed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(self.finish(resp));
+                };
+                cell.unauthorized_replayed.fetch_add(1, Ordering::Relaxed);
+                drop(resp);
+                let mut again = again;
+                again
+                    .headers
+                    .insert(http::header::AUTHORIZATION, next.header);
+                // One replay, whatever it answers: never loop.
+                let resp = self
+                    .dispatch(again, Either::Right(Full::new(bytes)))
+                    .await?;
+                Ok(self.finish(resp))
+            }
+        }
+    }
+
+    /// Points the request at Coupa and rewrites its headers.
+    fn prepare(
+        &self,
+        mut parts: http::request::Parts,
         path_and_query: Bytes,
         bearer: Option<HeaderValue>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<http::request::Parts, ProxyError> {
         let route = self.route;
-        let (mut parts, body) = req.into_parts();
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(route.scheme.clone());
         uri.authority = Some(route.authority.clone());
@@ -233,25 +409,111 @@ impl Forward<'_> {
             &self.conn.proto,
         );
         parts.headers.insert(&REQUEST_ID, self.request_id.clone());
-        let upstream_req = Request::from_parts(parts, body);
+        Ok(parts)
+    }
 
+    /// Sends to Coupa and waits for the response head, within the route's timeout.
+    async fn dispatch(
+        &self,
+        parts: http::request::Parts,
+        body: upstream::UpstreamBody,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let route = self.route;
         let sent = Instant::now();
-        let result = tokio::time::timeout(route.timeout, self.client.request(upstream_req)).await;
-        let mut resp = match result {
+        let request = Request::from_parts(parts, body);
+        let result = tokio::time::timeout(route.timeout, self.client.request(request)).await;
+        let resp = match result {
             Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+                return Err(ProxyError::BodyTooLarge(route.max_body_bytes.unwrap_or(0)))
+            }
             Ok(Err(e)) if timed_out(&e) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamConnect(e)),
             Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
             Ok(Ok(resp)) => resp,
         };
         route.metrics.upstream_latency.observe(sent.elapsed());
+        Ok(resp)
+    }
+
+    /// Coupa's response for the caller: hop-by-hop headers out, request id in, and a 429/503
+    /// slows the instance's limiter (and gets a `Retry-After` if Coupa sent none).
+    fn finish(&self, mut resp: Response<Incoming>) -> Response<Body> {
+        let status = resp.status();
         let headers = resp.headers_mut();
         headers::remove_hop_by_hop(headers);
         if !headers.contains_key(&REQUEST_ID) {
             headers.insert(&REQUEST_ID, self.request_id.clone());
         }
-        Ok(resp.map(Either::Left))
+        if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+            self.throttled(headers);
+        }
+        resp.map(Either::Left)
     }
+
+    #[cold]
+    fn throttled(&self, headers: &mut http::HeaderMap) {
+        let Some(limiter) = &self.route.limiter else {
+            return;
+        };
+        let now = Instant::now();
+        // Coupa's Retry-After is disputed (COUPA-API.md §10): honour it when sent (seconds
+        // form), otherwise pause the instance for a second, about what its bucket needs.
+        let sent = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        limiter.slow_down(now + Duration::from_secs(sent.unwrap_or(1)));
+        limiter.throttled.fetch_add(1, Ordering::Relaxed);
+        if sent.is_none() {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(limiter.retry_after(now)),
+            );
+        }
+    }
+}
+
+/// Buffers a small body (so a 401 can be replayed) or leaves it streaming. A body with no
+/// declared length is streamed: reading it to find out would defeat streaming.
+async fn replayable(
+    body: Limited<Incoming>,
+    declared: Option<u64>,
+    limit: u64,
+) -> Result<Prepared, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(Prepared::Replayable(Bytes::new()));
+    }
+    match declared {
+        Some(len) if len <= limit => {
+            let collected = body
+                .collect()
+                .await
+                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            Ok(Prepared::Replayable(collected.to_bytes()))
+        }
+        _ => Ok(Prepared::Streamed(body)),
+    }
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
+
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// `{base_path}{rest}?{query}`, byte for byte: Coupa queries carry JSON and brackets

@@ -3,7 +3,8 @@
 //! Coupa (Rails behind a load balancer) and any intermediate may decode or normalise what the
 //! gateway forwards verbatim, so anything that could climb out of a route prefix or be read
 //! differently by two parsers is refused: dot segments, also percent-encoded (`%2e`), encoded
-//! slashes and backslashes (`%2F`, `%5C`), raw backslashes and NUL. The query is not checked:
+//! slashes and backslashes (`%2F`, `%5C`), raw backslashes and NUL, encoded CR/LF (header
+//! injection if anything downstream decodes into a header or log line). The query is not checked:
 //! Coupa queries legitimately carry JSON and brackets, and they cannot change the route.
 
 /// Returns why `path` is unsafe, or `None` when it may be forwarded.
@@ -44,6 +45,9 @@ pub fn check(path: &str) -> Option<&'static str> {
                     )
                 }
                 0 => return Some("encoded NUL (%00) is not allowed in the path"),
+                b'\r' | b'\n' => {
+                    return Some("encoded CR or LF (%0D, %0A) is not allowed in the path")
+                }
                 b'.' => {}
                 _ => dots_only = false,
             }
@@ -98,6 +102,8 @@ mod tests {
             "/prod/api%5cinvoices",
             "/prod/api\\invoices",
             "/prod/api/%00",
+            "/prod/api/x%0d%0aHost:evil",
+            "/prod/api/%0A",
             "/prod/api/%zz",
             "/prod/api/%2",
             "prod/api",

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -11,8 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config;
 
-/// The upstream client type: bodies stream straight from the caller's connection.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+/// Bodies sent to Coupa: streamed from the caller (with the route's size limit), or buffered
+/// so that a request can be replayed after a 401.
+pub type UpstreamBody = Either<Limited<Incoming>, Full<Bytes>>;
+
+/// The upstream client type.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// Builds the shared client. One instance serves every route: the pool is keyed by
 /// scheme+authority, and sharing it is what gives high connection reuse (see STYLE.md §5).
