@@ -197,3 +197,74 @@ client = "good"
     assert_eq!(code, 1);
     assert!(err.contains("(connect)"), "{err}");
 }
+
+#[tokio::test]
+async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let prod = mock("prod").await;
+    let dir = TempDir::new("serve");
+    let cfg = dir.file(
+        "proxy.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
+             client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
+             scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
+            prod.url()
+        ),
+    );
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let wait_for = |needle: &'static str| {
+        let log = log.clone();
+        async move {
+            let found = tokio::time::timeout(Duration::from_secs(20), async {
+                while !log.lock().unwrap().contains(needle) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            assert!(found.is_ok(), "no {needle:?} in:\n{}", log.lock().unwrap());
+        }
+    };
+    wait_for("token minted").await;
+    let pid = child.id().unwrap().to_string();
+    let kill = |sig: &'static str| {
+        let pid = pid.clone();
+        async move {
+            assert!(tokio::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .await
+                .unwrap()
+                .success());
+        }
+    };
+    kill("-HUP").await;
+    wait_for("configuration reloaded").await;
+    kill("-TERM").await;
+    wait_for("shutting down gracefully").await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
