@@ -7,19 +7,32 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::mock::{MockClient, MockConfig, MockCoupa};
 use crate::server::Gateway;
 use crate::token::{self, FailureKind, TokenRequest};
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
-pub fn init_logging() {
+/// Logs to stderr, as text or one JSON object per line; `RUST_LOG` sets the filter (default
+/// `info`; `RUST_LOG=info,access=off` silences the access log).
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Loads the config, then starts logging in the format the flag or the file asks for (a
+/// config error is printed by `main` either way).
+fn load_and_log(path: &Path, flag: Option<LogFormat>) -> Result<Config, String> {
+    let config = load(path);
+    let format = flag.unwrap_or_else(|| config.as_ref().map_or(LogFormat::Text, |c| c.log.format));
+    init_logging(format);
+    config
 }
 
 fn load(path: &Path) -> Result<Config, String> {
@@ -27,8 +40,8 @@ fn load(path: &Path) -> Result<Config, String> {
 }
 
 /// `coupa-gateway serve`: run until SIGINT/SIGTERM.
-pub async fn serve(path: &Path) -> Result<(), String> {
-    let config = load(path)?;
+pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), String> {
+    let config = load_and_log(path, log_format)?;
     let mut gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
     gateway.watch_config(path.to_path_buf());
     wait_for_signal().await;
@@ -257,8 +270,13 @@ pub async fn mock(prod: SocketAddr, test: SocketAddr) -> Result<(), String> {
 }
 
 /// `coupa-gateway demo`: mock + gateway, then curl lines to paste.
-pub async fn demo(path: &Path, prod: SocketAddr, test: SocketAddr) -> Result<(), String> {
-    let config = load(path)?;
+pub async fn demo(
+    path: &Path,
+    prod: SocketAddr,
+    test: SocketAddr,
+    log_format: Option<LogFormat>,
+) -> Result<(), String> {
+    let config = load_and_log(path, log_format)?;
     let (_p, _t) = start_mocks(prod, test).await?;
     let listen = config.server.listen;
     let routes: Vec<String> = config.routes.iter().map(|r| r.prefix.clone()).collect();

@@ -36,6 +36,8 @@ pub struct Config {
     pub integrations: Vec<Integration>,
     /// `[migration]`.
     pub migration: Migration,
+    /// `[log]`.
+    pub log: Log,
     /// The built-in path → scope table with `[[scope_rules]]` applied.
     pub scopes: Arc<ScopeTable>,
     /// The file this was read from, if any.
@@ -276,6 +278,25 @@ pub struct Migration {
     pub revoke_after: Duration,
 }
 
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// `format`: `text` (default, for people) or `json` (for log pipelines). Read at start;
+    /// `--log-format` overrides it.
+    pub format: LogFormat,
+    /// `access`, default true: one line per request (target `access`).
+    pub access: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The default 403 message of a blocked route.
 pub const DEFAULT_BLOCKED_MESSAGE: &str =
     "this integration route has been retired; contact your Coupa integration team";
@@ -450,6 +471,15 @@ struct RawConfig {
     migration: RawMigration,
     #[serde(default)]
     scope_rules: Vec<RawScopeRule>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    access: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -766,6 +796,20 @@ impl Validator<'_> {
             ),
         };
         let scopes = Arc::new(self.scope_table(&raw.scope_rules));
+        let log = Log {
+            format: match raw.log.format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    self.problem(
+                        "log.format",
+                        format!(r#"{other:?} is not a log format; use "text" or "json""#),
+                    );
+                    LogFormat::Text
+                }
+            },
+            access: raw.log.access.unwrap_or(true),
+        };
         Config {
             server,
             admin,
@@ -775,6 +819,7 @@ impl Validator<'_> {
             routes,
             integrations,
             migration,
+            log,
             scopes,
             source: None,
         }

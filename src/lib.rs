@@ -7,6 +7,7 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 pub mod commands;
 pub mod config;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use coupa_gateway::commands;
+use coupa_gateway::config::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -13,6 +14,9 @@ use coupa_gateway::commands;
     about = "Authenticating reverse proxy: legacy Coupa API-key integrations in, OAuth 2.0 bearer tokens out"
 )]
 struct Cli {
+    /// Log line format: "text" or "json" (default: [log] format in the config, else text).
+    #[arg(long, global = true, env = "COUPA_GATEWAY_LOG_FORMAT", value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -103,7 +107,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    commands::init_logging();
+    let log_format = cli.log_format.as_deref().map(|f| match f {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Text,
+    });
+    // serve and demo read the format from the config file when no flag is given.
+    if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        commands::init_logging(log_format.unwrap_or(LogFormat::Text));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,7 +127,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config } => commands::serve(&config).await,
+            Command::Serve { config } => commands::serve(&config, log_format).await,
             Command::Check { config } => commands::check(&config),
             Command::Token {
                 client,
@@ -126,7 +137,9 @@ fn main() -> ExitCode {
             Command::HashKey => commands::hash_key(),
             Command::Report { admin, config } => commands::report(admin.as_deref(), &config).await,
             Command::Mock { prod, test } => commands::mock(prod, test).await,
-            Command::Demo { config, prod, test } => commands::demo(&config, prod, test).await,
+            Command::Demo { config, prod, test } => {
+                commands::demo(&config, prod, test, log_format).await
+            }
         }
     });
     match result {

@@ -68,6 +68,9 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
         ));
         config.admin.listen = current.config.admin.listen;
     }
+    if config.log.format != current.config.log.format {
+        restart_required.push("log.format".to_owned());
+    }
     let (runtime, fresh) = Runtime::build(
         config,
         &shared.metrics,

@@ -268,3 +268,85 @@ async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn json_logs_carry_one_access_line_per_request_without_query_values() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let prod = mock("prod").await;
+    let dir = TempDir::new("jsonlog");
+    let cfg = dir.file(
+        "proxy.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
+             client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
+             scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
+            prod.url()
+        ),
+    );
+    let mut child = bin()
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let v = next_json(&mut lines).await;
+        if v["message"] == "coupa-gateway listening" {
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    loop {
+        if next_json(&mut lines).await["message"] == "token minted" {
+            break;
+        }
+    }
+    let r = Http::new()
+        .get(
+            &format!(
+                "http://{addr}/prod/api/invoices?status=approved&supplier[name]=Secret%20Supplier"
+            ),
+            &[
+                ("x-request-id", "erp-42"),
+                ("x-coupa-api-key", "legacy-key-value"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let access = loop {
+        let v = next_json(&mut lines).await;
+        if v["target"] == "access" {
+            break v;
+        }
+    };
+    assert_eq!(access["request_id"], "erp-42");
+    assert_eq!(access["integration"], "anonymous");
+    assert_eq!(access["route"], "/prod");
+    assert_eq!(access["instance"], "prod");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["path"], "/prod/api/invoices?status&supplier[name]");
+    assert!(access["response_bytes"].as_u64().unwrap() > 0);
+    assert!(access["upstream_ms"].as_f64().is_some());
+    let text = access.to_string();
+    assert!(
+        !text.contains("Secret")
+            && !text.contains("approved")
+            && !text.contains("legacy-key-value")
+    );
+}
+
+async fn next_json<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("a log line in time")
+        .unwrap()
+        .expect("stderr open");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
+}

@@ -7,7 +7,6 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 
 use super::{Body, REQUEST_ID};
 
@@ -147,7 +146,7 @@ impl ProxyError {
             "message": self.to_string(),
             "request_id": request_id.to_str().unwrap_or(""),
         });
-        let mut resp = Response::new(Body::Right(Full::new(Bytes::from(body.to_string()))));
+        let mut resp = Response::new(Body::full(Bytes::from(body.to_string())));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(

@@ -35,8 +35,8 @@ use crate::runtime::{RouteTarget, Shared};
 use crate::scopes::Needed;
 use crate::token::TokenCell;
 
-/// Response bodies: Coupa's streamed through, or a small one the gateway wrote itself.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub use crate::access_log::Body;
+use crate::access_log::{redact_query, AccessRecord};
 
 /// `X-Request-Id`: passed through when the caller sends a sane one, created otherwise, sent to
 /// Coupa and echoed in the response so a caller's log line can be matched with ours.
@@ -100,15 +100,23 @@ pub async fn handle(
     // `load_full`: the snapshot must outlive the awaits below (arc-swap guards must not be
     // held across yield points). A reload during the request does not affect it.
     let runtime = shared.runtime.load_full();
+    let started = Instant::now();
+    // Captured only when an access line will be written (PERF: the common no-log case pays
+    // this one check).
+    let log = (runtime.config.log.access
+        && tracing::enabled!(target: "access", tracing::Level::INFO))
+    .then(|| (req.method().clone(), req.uri().clone()));
     let path = req.uri().path();
-    if let Some(reason) = path::check(path).or_else(|| framing_problem(&req, &conn.state)) {
-        shared.metrics.unrouted.record(400);
-        return Ok(ProxyError::BadRequest(reason).into_response(&request_id, ANONYMOUS));
-    }
-    let Some(found) = runtime.routes.find(path) else {
-        shared.metrics.unrouted.record(404);
-        return Ok(ProxyError::NoRoute.into_response(&request_id, ANONYMOUS));
+    let found = runtime.routes.find(path);
+    let refused = match path::check(path).or_else(|| framing_problem(&req, &conn.state)) {
+        Some(reason) => Some(ProxyError::BadRequest(reason)),
+        None if found.is_none() => Some(ProxyError::NoRoute),
+        None => None,
     };
+    if let Some(error) = refused {
+        return Ok(unrouted(&shared, error, &request_id, log, started));
+    }
+    let found = found.expect("no refusal means a route matched");
     let route = found.route;
     let needed = runtime.config.scopes.needed(req.method(), found.rest);
     let upstream_pq = upstream_path_and_query(route, found.rest, req.uri().query());
@@ -123,7 +131,9 @@ pub async fn handle(
         route,
         conn: &conn,
         request_id: &request_id,
+        upstream_micros: AtomicU64::new(0),
     };
+    let declared = content_length(req.headers());
     let server = &runtime.config.server;
     let result = async {
         admit(route, &caller)?;
@@ -139,7 +149,6 @@ pub async fn handle(
             Some(max) => Some(InFlight::enter(&route.inflight, max).ok_or(ProxyError::Overloaded)?),
             None => None,
         };
-        let declared = content_length(req.headers());
         if let (Some(max), Some(len)) = (route.max_body_bytes, declared) {
             if len > max {
                 return Err(ProxyError::BodyTooLarge(max));
@@ -180,11 +189,35 @@ pub async fn handle(
         }
     }
     .await;
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(e) => e.into_response(&request_id, caller_name),
+    let (resp, error) = match result {
+        Ok(resp) => (resp, None),
+        Err(e) => {
+            let code = e.code();
+            (e.into_response(&request_id, caller_name), Some(code))
+        }
     };
     let status = resp.status().as_u16();
+    let resp = match log {
+        Some((method, uri)) => {
+            let upstream = ctx.upstream_micros.load(Ordering::Relaxed);
+            let record = AccessRecord {
+                request_id: request_id.clone(),
+                integration: caller_name.to_owned(),
+                route: route.prefix.clone(),
+                instance: route.instance.name.clone(),
+                mode: route.mode.as_str(),
+                method,
+                path: redact_query(uri.path(), uri.query()),
+                status,
+                error,
+                upstream: (upstream > 0).then(|| Duration::from_micros(upstream)),
+                request_bytes: declared,
+                started,
+            };
+            resp.map(|b| b.logged(record))
+        }
+        None => resp,
+    };
     route.metrics.responses.record(status);
     usage
         .lock()
@@ -197,6 +230,40 @@ pub async fn handle(
             at: SystemTime::now(),
         });
     Ok(resp)
+}
+
+/// The answer to a request refused before routing (bad path or framing, no route).
+#[cold]
+fn unrouted(
+    shared: &Shared,
+    error: ProxyError,
+    request_id: &HeaderValue,
+    log: Option<(http::Method, Uri)>,
+    started: Instant,
+) -> Response<Body> {
+    let status = error.status().as_u16();
+    shared.metrics.unrouted.record(status);
+    let code = error.code();
+    let resp = error.into_response(request_id, ANONYMOUS);
+    match log {
+        Some((method, uri)) => resp.map(|b| {
+            b.logged(AccessRecord {
+                request_id: request_id.clone(),
+                integration: ANONYMOUS.to_owned(),
+                route: String::new(),
+                instance: String::new(),
+                mode: "",
+                method,
+                path: redact_query(uri.path(), uri.query()),
+                status,
+                error: Some(code),
+                upstream: None,
+                request_bytes: None,
+                started,
+            })
+        }),
+        None => resp,
+    }
 }
 
 /// Request framing the gateway refuses even though hyper parsed it: both `Content-Length` and
@@ -309,6 +376,8 @@ struct Forward<'a> {
     route: &'a RouteTarget,
     conn: &'a ConnInfo,
     request_id: &'a HeaderValue,
+    /// Time to Coupa's last response head, for the access log (0: Coupa not called).
+    upstream_micros: AtomicU64,
 }
 
 /// A request body that may be sent twice (buffered) or only once (streamed).
@@ -432,7 +501,10 @@ impl Forward<'_> {
             Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
             Ok(Ok(resp)) => resp,
         };
-        route.metrics.upstream_latency.observe(sent.elapsed());
+        let took = sent.elapsed();
+        route.metrics.upstream_latency.observe(took);
+        self.upstream_micros
+            .store(took.as_micros().max(1) as u64, Ordering::Relaxed);
         Ok(resp)
     }
 
@@ -448,7 +520,7 @@ impl Forward<'_> {
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             self.throttled(headers);
         }
-        resp.map(Either::Left)
+        resp.map(Body::upstream)
     }
 
     #[cold]
