@@ -350,3 +350,63 @@ async fn next_json<R: tokio::io::AsyncBufRead + Unpin>(
         .expect("stderr open");
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"))
 }
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_does_not_stop_the_listener() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let prod = mock("prod").await;
+    let dir = TempDir::new("emfile");
+    let cfg = dir.file(
+        "proxy.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
+             client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
+             scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
+            prod.url()
+        ),
+    );
+    // A low descriptor limit, so a handful of idle clients exhaust it (EMFILE on accept).
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 64 && exec '{}' serve --log-format json --config '{}'",
+            env!("CARGO_BIN_EXE_coupa-gateway"),
+            cfg.display()
+        ))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let v = next_json(&mut lines).await;
+        if v["message"] == "coupa-gateway listening" {
+            break v["addr"]
+                .as_str()
+                .unwrap()
+                .parse::<std::net::SocketAddr>()
+                .unwrap();
+        }
+    };
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    loop {
+        if next_json(&mut lines).await["message"] == "accept failed; retrying" {
+            break;
+        }
+    }
+    // Descriptors come back: the listener is still there and serves.
+    idle.clear();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        Http::new().get(&format!("http://{addr}/prod/api/invoices/1"), &[]),
+    )
+    .await
+    .expect("served after the descriptor shortage");
+    assert_eq!(r.status, 200);
+}
