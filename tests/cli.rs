@@ -204,16 +204,7 @@ async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
 
     let prod = mock("prod").await;
     let dir = TempDir::new("serve");
-    let cfg = dir.file(
-        "proxy.toml",
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
-             client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
-             scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
-            prod.url()
-        ),
-    );
+    let cfg = dir.file("proxy.toml", &serve_toml(&prod));
     let mut child = bin()
         .args(["serve", "--config"])
         .arg(&cfg)
@@ -275,16 +266,7 @@ async fn json_logs_carry_one_access_line_per_request_without_query_values() {
 
     let prod = mock("prod").await;
     let dir = TempDir::new("jsonlog");
-    let cfg = dir.file(
-        "proxy.toml",
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
-             client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
-             scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
-            prod.url()
-        ),
-    );
+    let cfg = dir.file("proxy.toml", &serve_toml(&prod));
     let mut child = bin()
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&cfg)
@@ -357,16 +339,7 @@ async fn running_out_of_file_descriptors_does_not_stop_the_listener() {
 
     let prod = mock("prod").await;
     let dir = TempDir::new("emfile");
-    let cfg = dir.file(
-        "proxy.toml",
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
-             client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
-             scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
-            prod.url()
-        ),
-    );
+    let cfg = dir.file("proxy.toml", &serve_toml(&prod));
     // A low descriptor limit, so a handful of idle clients exhaust it (EMFILE on accept).
     let mut child = tokio::process::Command::new("bash")
         .arg("-c")
@@ -409,4 +382,15 @@ async fn running_out_of_file_descriptors_does_not_stop_the_listener() {
     .await
     .expect("served after the descriptor shortage");
     assert_eq!(r.status, 200);
+}
+
+/// A one-route config in front of `prod`, listeners on ephemeral ports (for `serve`).
+fn serve_toml(prod: &coupa_gateway::mock::MockCoupa) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
+         client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
+         scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
+        prod.url()
+    )
 }
