@@ -234,12 +234,15 @@ fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
         if err.is::<E>() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<E>()) {
-                return true;
-            }
-        }
-        cur = err.source();
+        cur = match err.downcast_ref::<std::io::Error>() {
+            // `io::Error::source()` returns the wrapped error's source, skipping the wrapped
+            // error itself; hyper-rustls wraps rustls' certificate errors in two io::Errors
+            // (Other around InvalidData), so step into each one explicitly.
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     false
 }
@@ -799,6 +802,16 @@ mod tests {
             .kind(),
             FailureKind::Http
         );
+    }
+
+    #[test]
+    fn tls_errors_are_found_inside_nested_io_errors() {
+        // The shape hyper-rustls produces for an untrusted certificate.
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, cert));
+        assert!(caused_by::<rustls::Error>(&wrapped));
+        assert!(!caused_by::<std::fmt::Error>(&wrapped));
     }
 
     #[test]
