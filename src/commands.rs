@@ -74,7 +74,10 @@ pub async fn token(path: &Path, client: &str, show_token: bool) -> Result<(), St
     };
     let instance = &config.instances[&c.instance];
     let request = TokenRequest::new(c, instance);
-    let http = token::http_client(crate::tls::client_config());
+    // The gateway's own trust: the same extra CA file.
+    let http = token::http_client(crate::tls::client_config(
+        config.upstream.ca_file.as_deref(),
+    )?);
     println!("client:     {client}");
     println!("instance:   {} ({})", instance.name, instance.url);
     println!("token URL:  {}", request.token_url);
@@ -165,7 +168,7 @@ pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
         },
     };
     let url = format!("{base}/status");
-    let resp = token::http_client(crate::tls::client_config())
+    let resp = token::http_client(crate::tls::client_config(None)?)
         .get(&url)
         .timeout(Duration::from_secs(10))
         .send()

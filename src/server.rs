@@ -36,6 +36,11 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The file validated, but something it names cannot be used: a TLS certificate, key or
+    /// CA file, or the outbound proxy (from `upstream.proxy` or the environment). The message
+    /// names the key or variable and says what to fix.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// A running gateway: proxy listener, admin listener and one token refresher per client.
@@ -52,7 +57,8 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let proxy_listener = bind(config.server.listen, "server.listen").await?;
         let admin_listener = bind(config.admin.listen, "admin.listen").await?;
-        let tls = tls::client_config();
+        let tls =
+            tls::client_config(config.upstream.ca_file.as_deref()).map_err(StartError::Unusable)?;
         let token_http = token::http_client(tls.clone());
         let metrics = Metrics::default();
         let tracker = Tracker::default();
