@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod egress;
 pub mod identity;
 pub mod lenient;
 pub mod metrics;
