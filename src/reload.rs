@@ -68,17 +68,21 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
         ));
         config.admin.listen = current.config.admin.listen;
     }
-    let (runtime, fresh) = Runtime::build(
-        config,
-        &shared.metrics,
-        &shared.tracker,
-        &shared.tls,
-        Some(&current),
-    );
+    // The CA file and the proxy setting are only checked here: config validation saw that the
+    // file exists, not that it holds usable certificates.
+    let (runtime, fresh) =
+        match Runtime::build(config, &shared.metrics, &shared.tracker, Some(&current)) {
+            Ok(built) => built,
+            Err(message) => {
+                refused(shared, &message);
+                return Err(message);
+            }
+        };
 
     let mut minting = JoinSet::new();
     for cell in &fresh {
-        let (cell, http) = (cell.clone(), shared.token_http.clone());
+        // The new runtime's client: a changed CA or proxy applies to the first token too.
+        let (cell, http) = (cell.clone(), runtime.token_http.clone());
         minting.spawn(async move { (cell.name().to_owned(), cell.prime(&http).await) });
     }
     let mut failures = Vec::new();
@@ -111,7 +115,7 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
     }
     tokio::time::sleep_until(publish_at.into()).await;
     for cell in &fresh {
-        cell.start(shared.token_http.clone());
+        cell.start(runtime.token_http.clone());
     }
     let runtime = Arc::new(runtime);
     shared.runtime.store(runtime.clone());

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::migration::Tracker;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::{Runtime, Shared};
-use crate::{admin, reload, tls, token};
+use crate::{admin, reload};
 
 /// Slowloris guard: a client must finish sending request headers within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,17 +57,15 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let proxy_listener = bind(config.server.listen, "server.listen").await?;
         let admin_listener = bind(config.admin.listen, "admin.listen").await?;
-        let tls =
-            tls::client_config(config.upstream.ca_file.as_deref()).map_err(StartError::Unusable)?;
-        let token_http = token::http_client(tls.clone());
         let metrics = Metrics::default();
         let tracker = Tracker::default();
-        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &tls, None);
+        let (runtime, fresh) =
+            Runtime::build(config, &metrics, &tracker, None).map_err(StartError::Unusable)?;
         runtime.observe_modes();
-        let shared = Arc::new(Shared::new(runtime, metrics, tracker, tls, token_http));
         for cell in fresh {
-            cell.start(shared.token_http.clone());
+            cell.start(runtime.token_http.clone());
         }
+        let shared = Arc::new(Shared::new(runtime, metrics, tracker));
         let addr = proxy_listener
             .local_addr()
             .expect("bound socket has an address");

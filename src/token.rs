@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::config;
+use crate::egress::ProxyRules;
 
 /// Backoff after a failed token request: 1 s doubling, capped at 5 min.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -219,7 +220,7 @@ impl TokenError {
                 "the token endpoint is slow or unreachable; check network, firewall or outbound proxy"
             }
             FailureKind::Tls => {
-                "TLS failed; a corporate interception proxy needs its CA in the system trust store"
+                "TLS failed; check the token URL's certificate, and set upstream.ca_file to the CA that signed it (e.g. a corporate interception proxy's) if it is not a public one"
             }
             FailureKind::Connect => {
                 "could not connect; check the host name (DNS), port, firewall and outbound proxy"
@@ -247,15 +248,21 @@ fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
     false
 }
 
-/// Builds the HTTP client for token endpoints: rustls, no redirects (a redirected token request
-/// would carry the secret to another host), no cookies.
-pub fn http_client(tls: Arc<rustls::ClientConfig>) -> reqwest::Client {
-    reqwest::Client::builder()
+/// Builds the HTTP client for token endpoints: rustls with `tls` (the same roots as the pool),
+/// the same outbound proxy rules as the pool, no redirects (a redirected token request would
+/// carry the secret to another host), no cookies. Fails only on a proxy URL reqwest refuses.
+pub fn http_client(
+    tls: Arc<rustls::ClientConfig>,
+    proxy: &ProxyRules,
+) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("coupa-gateway/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("coupa-gateway/", env!("CARGO_PKG_VERSION")));
+    proxy
+        .apply_to(builder)?
         .build()
-        .expect("static reqwest configuration is valid")
+        .map_err(|e| format!("cannot build the token client: {}", crate::error_chain(&e)))
 }
 
 #[derive(Deserialize)]

@@ -233,6 +233,12 @@ impl Forward<'_> {
             &self.conn.proto,
         );
         parts.headers.insert(&REQUEST_ID, self.request_id.clone());
+        // After the rewrite, which removed any caller's Proxy-Authorization (hop-by-hop).
+        if let Some(auth) = &route.proxy_authorization {
+            parts
+                .headers
+                .insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+        }
         let upstream_req = Request::from_parts(parts, body);
 
         let sent = Instant::now();
