@@ -79,6 +79,10 @@ pub struct Runtime {
     pub upstream: UpstreamClient,
     /// Client for token endpoints: same TLS roots and outbound proxy as `upstream`.
     pub token_http: reqwest::Client,
+    /// TLS for the proxy listener (`[server.tls]`), read from its files when this snapshot was
+    /// built: each new connection takes the current one, so a reload with a renewed
+    /// certificate (or TLS turned on or off) applies to new connections.
+    pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// Known callers, in config order.
     pub integrations: Vec<Integration>,
     /// What `upstream` and `token_http` were built from.
@@ -157,13 +161,13 @@ impl Shared {
 }
 
 impl Runtime {
-    /// Builds a runtime from `config`, reading the CA file it names and the proxy
+    /// Builds a runtime from `config`, reading the TLS files it names and the proxy
     /// environment. The outbound clients (pool and token client) are reused from `previous`
     /// when [`OutboundSettings`] did not change; token cells are reused (with their live token)
     /// when, in addition, their token request is unchanged, so a new CA or proxy re-mints
     /// through the new path. New cells are returned second, not yet started.
     ///
-    /// Fails, naming the config key, when the CA file cannot be used or the proxy setting (or
+    /// Fails, naming the config key, when a TLS file cannot be used or the proxy setting (or
     /// the environment's) is not a usable proxy URL.
     pub fn build(
         config: Config,
@@ -189,6 +193,12 @@ impl Runtime {
                 (pool, token_http)
             }
         };
+        let tls_acceptor = config
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()?;
         let mut tokens = BTreeMap::new();
         let mut fresh = Vec::new();
         for (name, client) in &config.clients {
@@ -263,6 +273,7 @@ impl Runtime {
             tokens,
             upstream,
             token_http,
+            tls_acceptor,
             integrations,
             outbound,
         };

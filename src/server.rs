@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::lenient::LenientTargets;
@@ -181,17 +183,107 @@ async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>) {
     let builder = Arc::new(connection_builder());
     loop {
         let (stream, peer) = accept(&listener).await;
+        // Taken per connection from the current snapshot, so a reload that renews the
+        // certificate or turns TLS on or off applies to the next connection (the listening
+        // socket itself never changes).
+        let (acceptor, handshake_timeout) = {
+            let runtime = shared.runtime.load();
+            (
+                runtime.tls_acceptor.clone(),
+                runtime.config.server.header_timeout,
+            )
+        };
         let shared = shared.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let conn = Arc::new(ConnInfo::new(peer));
-            let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-            // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses.
-            let io = TokioIo::new(LenientTargets::new(stream));
-            if let Err(e) = builder.serve_connection(io, svc).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match acceptor {
+                None => serve_http(&builder, shared, ConnInfo::new(peer), stream).await,
+                Some(acceptor) => {
+                    // In the connection's task, so a slow handshake never holds up accept.
+                    let Some(tls) = handshake(&acceptor, stream, peer, handshake_timeout).await
+                    else {
+                        return;
+                    };
+                    serve_http(&builder, shared, ConnInfo::https(peer), tls).await;
+                }
             }
         });
+    }
+}
+
+/// Serves HTTP/1 or h2 on an accepted (and possibly decrypted) connection.
+async fn serve_http<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    stream: S,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
+    let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
+    // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses. Inside
+    // TLS, so the bytes it fixes are the decrypted request lines.
+    let io = TokioIo::new(LenientTargets::new(stream));
+    if let Err(e) = builder.serve_connection(io, svc).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The body of the answer to a plain-HTTP request on a TLS listener: an integration still
+/// pointed at `http://` learns why instead of seeing a reset connection.
+const PLAIN_HTTP_ON_TLS: &str = "This port serves HTTPS; use https:// in the gateway's URL.\n";
+
+/// How long a plain-HTTP caller on the TLS listener gets to read the 400 and close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The TLS handshake, bounded by `server.header_timeout` (a client that connects and sends
+/// nothing must not hold a task forever). Failures are logged at debug level only: port
+/// scanners and health probes fail handshakes all day.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let result = tokio::time::timeout(timeout, async {
+        // A TLS connection starts with a handshake record (0x16); an ASCII letter is an HTTP
+        // method, i.e. a caller using http:// against an https listener.
+        let mut first = [0u8; 1];
+        if stream.peek(&mut first).await? == 1 && first[0].is_ascii_alphabetic() {
+            let mut stream = stream;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_ON_TLS}",
+                PLAIN_HTTP_ON_TLS.len()
+            );
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Lingering close: closing with the request still unread would send a reset,
+            // which can destroy the answer before the client reads it.
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(LINGER, async {
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "plain HTTP on the TLS listener",
+            ));
+        }
+        acceptor.accept(stream).await
+    })
+    .await;
+    match result {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake timed out (server.header_timeout)");
+            None
+        }
     }
 }
 
