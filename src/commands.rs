@@ -8,7 +8,9 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, LogFormat};
+use crate::egress::ProxyRules;
 use crate::mock::{MockClient, MockConfig, MockCoupa};
+use crate::proxy::upstream::OutboundSettings;
 use crate::server::Gateway;
 use crate::token::{self, FailureKind, TokenRequest};
 
@@ -89,7 +91,10 @@ pub async fn token(path: &Path, client: &str, show_token: bool) -> Result<(), St
     };
     let instance = &config.instances[&c.instance];
     let request = TokenRequest::new(c, instance);
-    let http = token::http_client(crate::tls::client_config());
+    // The gateway's own outbound path: same CA file, same proxy (and proxy environment).
+    let outbound = OutboundSettings::load(&config.upstream, &|name| std::env::var(name).ok())?;
+    let tls = crate::tls::client_config(config.upstream.ca_file.as_deref())?;
+    let http = token::http_client(tls, &outbound.proxy)?;
     println!("client:     {client}");
     println!("instance:   {} ({})", instance.name, instance.url);
     println!("token URL:  {}", request.token_url);
@@ -180,7 +185,9 @@ pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
         },
     };
     let url = format!("{base}/status");
-    let resp = token::http_client(crate::tls::client_config())
+    // The admin listener is private and close by: never through an outbound proxy.
+    let tls = crate::tls::client_config(None)?;
+    let resp = token::http_client(tls, &ProxyRules::direct())?
         .get(&url)
         .timeout(Duration::from_secs(10))
         .send()

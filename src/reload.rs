@@ -1,4 +1,4 @@
-//! Hot reload: on SIGHUP or when the config file (or a secret file it names) changes, parse and
+//! Hot reload: on SIGHUP or when the config file (or a file it names) changes, parse and
 //! validate the whole file, mint tokens for new or changed clients, and swap the runtime in one
 //! store. Anything that fails leaves the running configuration in force and is reported.
 
@@ -71,18 +71,26 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
     if config.log.format != current.config.log.format {
         restart_required.push("log.format".to_owned());
     }
-    let (runtime, fresh) = Runtime::build(
+    // TLS files and the proxy setting are only checked here: config validation saw that the
+    // files exist, not that they hold usable certificates.
+    let (runtime, fresh) = match Runtime::build(
         config,
         &shared.metrics,
         &shared.tracker,
         &shared.limiters,
-        &shared.tls,
         Some(&current),
-    );
+    ) {
+        Ok(built) => built,
+        Err(message) => {
+            refused(shared, &message);
+            return Err(message);
+        }
+    };
 
     let mut minting = JoinSet::new();
     for cell in &fresh {
-        let (cell, http) = (cell.clone(), shared.token_http.clone());
+        // The new runtime's client: a changed CA or proxy applies to the first token too.
+        let (cell, http) = (cell.clone(), runtime.token_http.clone());
         minting.spawn(async move { (cell.name().to_owned(), cell.prime(&http).await) });
     }
     let mut failures = Vec::new();
@@ -115,7 +123,7 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
     }
     tokio::time::sleep_until(publish_at.into()).await;
     for cell in &fresh {
-        cell.start(shared.token_http.clone());
+        cell.start(runtime.token_http.clone());
     }
     let runtime = Arc::new(runtime);
     shared.runtime.store(runtime.clone());
@@ -137,25 +145,34 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
     Ok(applied)
 }
 
-/// A fingerprint of the config file and the secret files the running config reads. `None`
+/// A fingerprint of the config file and the other files the running config reads. `None`
 /// when the config file cannot be read (a reload then reports why).
-fn fingerprint(path: &Path, secret_files: &[PathBuf]) -> Option<u64> {
+fn fingerprint(path: &Path, files: &[PathBuf]) -> Option<u64> {
     let mut h = DefaultHasher::new();
     std::fs::read(path).ok()?.hash(&mut h);
-    for f in secret_files {
+    for f in files {
         std::fs::read(f).ok().hash(&mut h);
     }
     Some(h.finish())
 }
 
-fn secret_files(shared: &Shared) -> Vec<PathBuf> {
-    shared
-        .runtime
-        .load()
-        .config
+/// Secret files, the listener's certificate and key, and the extra CA bundle: replacing any of
+/// them (cert-manager renewing a certificate, a rotated secret) reloads like an edit would.
+fn watched_files(shared: &Shared) -> Vec<PathBuf> {
+    let runtime = shared.runtime.load();
+    let config = &runtime.config;
+    let secrets = config
         .clients
         .values()
-        .filter_map(|c| c.secret_file.clone())
+        .filter_map(|c| c.secret_file.clone());
+    let tls = config
+        .server
+        .tls
+        .iter()
+        .flat_map(|t| [t.cert.clone(), t.key.clone()]);
+    secrets
+        .chain(tls)
+        .chain(config.upstream.ca_file.clone())
         .collect()
 }
 
@@ -168,7 +185,7 @@ pub struct Watch {
 impl Watch {
     /// Takes the fingerprint now, so a change made right after start-up is not missed.
     pub fn new(shared: &Shared, path: PathBuf) -> Self {
-        let last = fingerprint(&path, &secret_files(shared));
+        let last = fingerprint(&path, &watched_files(shared));
         Self { path, last }
     }
 
@@ -180,7 +197,7 @@ impl Watch {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let now = fingerprint(&self.path, &secret_files(&shared));
+            let now = fingerprint(&self.path, &watched_files(&shared));
             if now != self.last {
                 self.last = now;
                 tracing::info!(path = %self.path.display(), "configuration changed; reloading");

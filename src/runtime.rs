@@ -14,10 +14,10 @@ use crate::config::{self, Config, Mode, RateLimit, ScopeCheck};
 use crate::identity::Integration;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::migration::{RouteUsage, Tracker, ANONYMOUS};
-use crate::proxy::upstream::{self, UpstreamClient};
+use crate::proxy::upstream::{self, OutboundSettings, UpstreamClient};
 use crate::ratelimit::Limiter;
 use crate::route::RouteTable;
-use crate::token::{TokenCell, TokenRequest};
+use crate::token::{self, TokenCell, TokenRequest};
 
 /// Per-route data with every per-request constant precomputed.
 #[derive(Debug)]
@@ -38,6 +38,9 @@ pub struct RouteTarget {
     pub host: HeaderValue,
     /// The instance URL's path, prepended to the rest of the request path.
     pub base_path: String,
+    /// `Proxy-Authorization` for absolute-form requests to a plain-HTTP instance through an
+    /// outbound proxy with credentials (see [`crate::egress`]); `None` otherwise.
+    pub proxy_authorization: Option<HeaderValue>,
     /// The client's token cell (oauth mode always has one).
     pub token: Option<Arc<TokenCell>>,
     /// The client's name, if the route names one.
@@ -84,8 +87,16 @@ pub struct Runtime {
     pub tokens: BTreeMap<String, Arc<TokenCell>>,
     /// The pooled client towards Coupa.
     pub upstream: UpstreamClient,
+    /// Client for token endpoints: same TLS roots and outbound proxy as `upstream`.
+    pub token_http: reqwest::Client,
+    /// TLS for the proxy listener (`[server.tls]`), read from its files when this snapshot was
+    /// built: each new connection takes the current one, so a reload with a renewed
+    /// certificate (or TLS turned on or off) applies to new connections.
+    pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// Known callers, in config order.
     pub integrations: Vec<Integration>,
+    /// What `upstream` and `token_http` were built from.
+    outbound: OutboundSettings,
 }
 
 /// The outcome of the last reload, for `/status` and `/metrics`.
@@ -111,10 +122,6 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Per-integration traffic records, for the migration report.
     pub tracker: Tracker,
-    /// TLS settings for every outbound connection.
-    pub tls: Arc<rustls::ClientConfig>,
-    /// Client for token endpoints.
-    pub token_http: reqwest::Client,
     /// Process start, for uptime.
     pub started: Instant,
     /// Wall-clock process start.
@@ -163,20 +170,11 @@ impl Limiters {
 
 impl Shared {
     /// Shared state around a first runtime.
-    pub fn new(
-        runtime: Runtime,
-        limiters: Limiters,
-        metrics: Metrics,
-        tracker: Tracker,
-        tls: Arc<rustls::ClientConfig>,
-        token_http: reqwest::Client,
-    ) -> Self {
+    pub fn new(runtime: Runtime, limiters: Limiters, metrics: Metrics, tracker: Tracker) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             tracker,
-            tls,
-            token_http,
             started: Instant::now(),
             started_at: SystemTime::now(),
             reload: Mutex::default(),
@@ -214,23 +212,51 @@ fn instance_rate<'c>(config: &'c Config, instance: &str) -> Option<&'c RateLimit
 }
 
 impl Runtime {
-    /// Builds a runtime from `config`. Token cells whose token request is unchanged from
-    /// `previous` are reused (with their live token); the others are new and returned second,
-    /// not yet started. The upstream pool is reused when its settings did not change.
+    /// Builds a runtime from `config`, reading the TLS files it names and the proxy
+    /// environment. The outbound clients (pool and token client) are reused from `previous`
+    /// when [`OutboundSettings`] did not change; token cells are reused (with their live token)
+    /// when, in addition, their token request is unchanged, so a new CA or proxy re-mints
+    /// through the new path. New cells are returned second, not yet started.
+    ///
+    /// Fails, naming the config key, when a TLS file cannot be used or the proxy setting (or
+    /// the environment's) is not a usable proxy URL.
     pub fn build(
         config: Config,
         metrics: &Metrics,
         tracker: &Tracker,
         limiters: &Limiters,
-        tls: &Arc<rustls::ClientConfig>,
         previous: Option<&Runtime>,
-    ) -> (Runtime, Vec<Arc<TokenCell>>) {
+    ) -> Result<(Runtime, Vec<Arc<TokenCell>>), String> {
+        let outbound = OutboundSettings::load(&config.upstream, &|name| std::env::var(name).ok())?;
+        let kept = previous.filter(|p| p.outbound == outbound);
+        let (upstream, token_http) = match kept {
+            Some(p) => (p.upstream.clone(), p.token_http.clone()),
+            None => {
+                // `ca_file` is read a second time here; a file replaced in between is caught
+                // by the next reload (the watcher sees it changed).
+                let tls = crate::tls::client_config(config.upstream.ca_file.as_deref())?;
+                let pool = upstream::client(&config.upstream, tls.clone(), outbound.proxy.clone());
+                let token_http = token::http_client(tls, &outbound.proxy)?;
+                tracing::info!(
+                    proxy = %outbound.proxy.describe(),
+                    ca_file = ?config.upstream.ca_file,
+                    "outbound clients built"
+                );
+                (pool, token_http)
+            }
+        };
+        let tls_acceptor = config
+            .server
+            .tls
+            .as_ref()
+            .map(crate::tls::acceptor)
+            .transpose()?;
         let mut tokens = BTreeMap::new();
         let mut fresh = Vec::new();
         for (name, client) in &config.clients {
             let instance = &config.instances[&client.instance];
             let wanted = TokenRequest::new(client, instance);
-            let reused = previous
+            let reused = kept
                 .and_then(|p| p.tokens.get(name))
                 .filter(|cell| cell.request().same_as(&wanted))
                 .cloned();
@@ -264,8 +290,10 @@ impl Runtime {
                 .integrations
                 .iter()
                 .any(|g| g.routes.contains(&r.prefix));
+            let proxy_authorization = outbound.proxy.forward_authorization(&instance.url);
             let target = RouteTarget {
                 index,
+                proxy_authorization,
                 prefix: r.prefix.clone(),
                 mode: r.mode,
                 scheme: instance.url.scheme().cloned().unwrap_or(Scheme::HTTPS),
@@ -296,18 +324,17 @@ impl Runtime {
             .iter()
             .map(|g| Integration::new(g, &config.routes, tracker.integration(&g.name)))
             .collect();
-        let upstream = match previous {
-            Some(p) if p.config.upstream == config.upstream => p.upstream.clone(),
-            _ => upstream::client(&config.upstream, tls.clone()),
-        };
         let runtime = Runtime {
             config: Arc::new(config),
             routes,
             tokens,
             upstream,
+            token_http,
+            tls_acceptor,
             integrations,
+            outbound,
         };
-        (runtime, fresh)
+        Ok((runtime, fresh))
     }
 
     /// Tells each integration's record whether all its routes now inject tokens; called once

@@ -9,11 +9,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::sync::atomic::Ordering;
-use tokio::net::TcpListener;
 
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::lenient::LenientTargets;
@@ -21,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::migration::Tracker;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::{Limiters, Runtime, Shared};
-use crate::{admin, reload, tls, token};
+use crate::{admin, reload};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,11 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The file validated, but something it names cannot be used: a TLS certificate, key or
+    /// CA file, or the outbound proxy (from `upstream.proxy` or the environment). The message
+    /// names the key or variable and says what to fix.
+    #[error("{0}")]
+    Unusable(String),
 }
 
 /// A running gateway: proxy listener, admin listener and one token refresher per client.
@@ -57,19 +64,16 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let proxy_listener = bind(config.server.listen, "server.listen").await?;
         let admin_listener = bind(config.admin.listen, "admin.listen").await?;
-        let tls = tls::client_config();
-        let token_http = token::http_client(tls.clone());
         let metrics = Metrics::default();
         let tracker = Tracker::default();
         let limiters = Limiters::default();
-        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &limiters, &tls, None);
+        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &limiters, None)
+            .map_err(StartError::Unusable)?;
         runtime.observe_modes();
-        let shared = Arc::new(Shared::new(
-            runtime, limiters, metrics, tracker, tls, token_http,
-        ));
         for cell in fresh {
-            cell.start(shared.token_http.clone());
+            cell.start(runtime.token_http.clone());
         }
+        let shared = Arc::new(Shared::new(runtime, limiters, metrics, tracker));
         let addr = proxy_listener
             .local_addr()
             .expect("bound socket has an address");
@@ -221,23 +225,34 @@ async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
             _ = stop.changed() => break,
         };
         while connections.try_join_next().is_some() {}
-        let server = &shared.runtime.load().config.server;
-        let (header_timeout, idle_timeout) = (server.header_timeout, server.idle_timeout);
-        let conn = Arc::new(ConnInfo::new(peer));
-        // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses; the
-        // same wrapper enforces the header and idle timeouts.
-        let io = TokioIo::new(LenientTargets::with_limits(
-            stream,
-            conn.state.clone(),
-            header_timeout,
-            idle_timeout,
-        ));
+        // Taken per connection from the current snapshot, so a reload that renews the
+        // certificate or turns TLS on or off applies to the next connection (the listening
+        // socket itself never changes).
+        let (acceptor, limits) = {
+            let runtime = shared.runtime.load();
+            let server = &runtime.config.server;
+            (
+                runtime.tls_acceptor.clone(),
+                (server.header_timeout, server.idle_timeout),
+            )
+        };
         let shared = shared.clone();
-        let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-        let serving = graceful.watch(builder.serve_connection(io, svc).into_owned());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         connections.spawn(async move {
-            if let Err(e) = serving.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match acceptor {
+                None => {
+                    let conn = ConnInfo::new(peer);
+                    serve_http(&builder, shared, conn, stream, watcher, limits).await;
+                }
+                Some(acceptor) => {
+                    // In the connection's task, so a slow handshake never holds up accept.
+                    let Some(tls) = handshake(&acceptor, stream, peer, limits.0).await else {
+                        return;
+                    };
+                    let conn = ConnInfo::https(peer);
+                    serve_http(&builder, shared, conn, tls, watcher, limits).await;
+                }
             }
         });
     }
@@ -248,6 +263,91 @@ async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
     );
     graceful.shutdown().await;
     while connections.join_next().await.is_some() {}
+}
+
+/// Serves HTTP/1 or h2 on an accepted (and possibly decrypted) connection, watched for
+/// graceful shutdown.
+async fn serve_http<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    stream: S,
+    watcher: Watcher,
+    (header_timeout, idle_timeout): (Duration, Duration),
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
+    // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses; the same
+    // wrapper enforces the header and idle timeouts. Inside TLS, so the bytes it sees are the
+    // decrypted request lines.
+    let io = TokioIo::new(LenientTargets::with_limits(
+        stream,
+        conn.state.clone(),
+        header_timeout,
+        idle_timeout,
+    ));
+    let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
+    if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// The body of the answer to a plain-HTTP request on a TLS listener: an integration still
+/// pointed at `http://` learns why instead of seeing a reset connection.
+const PLAIN_HTTP_ON_TLS: &str = "This port serves HTTPS; use https:// in the gateway's URL.\n";
+
+/// How long a plain-HTTP caller on the TLS listener gets to read the 400 and close.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The TLS handshake, bounded by `server.header_timeout` (a client that connects and sends
+/// nothing must not hold a task forever). Failures are logged at debug level only: port
+/// scanners and health probes fail handshakes all day.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let result = tokio::time::timeout(timeout, async {
+        // A TLS connection starts with a handshake record (0x16); an ASCII letter is an HTTP
+        // method, i.e. a caller using http:// against an https listener.
+        let mut first = [0u8; 1];
+        if stream.peek(&mut first).await? == 1 && first[0].is_ascii_alphabetic() {
+            let mut stream = stream;
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_ON_TLS}",
+                PLAIN_HTTP_ON_TLS.len()
+            );
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Lingering close: closing with the request still unread would send a reset,
+            // which can destroy the answer before the client reads it.
+            let mut sink = [0u8; 4096];
+            let _ = tokio::time::timeout(LINGER, async {
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "plain HTTP on the TLS listener",
+            ));
+        }
+        acceptor.accept(stream).await
+    })
+    .await;
+    match result {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, ?timeout, "TLS handshake timed out (server.header_timeout)");
+            None
+        }
+    }
 }
 
 async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {

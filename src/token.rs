@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::config;
+use crate::egress::ProxyRules;
 
 /// Backoff after a failed token request: 1 s doubling, capped at 5 min.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -246,7 +247,7 @@ impl TokenError {
                 "the token endpoint is slow or unreachable; check network, firewall or outbound proxy"
             }
             FailureKind::Tls => {
-                "TLS failed; a corporate interception proxy needs its CA in the system trust store"
+                "TLS failed; check the token URL's certificate, and set upstream.ca_file to the CA that signed it (e.g. a corporate interception proxy's) if it is not a public one"
             }
             FailureKind::Connect => {
                 "could not connect; check the host name (DNS), port, firewall and outbound proxy"
@@ -261,25 +262,34 @@ fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
         if err.is::<E>() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<E>()) {
-                return true;
-            }
-        }
-        cur = err.source();
+        cur = match err.downcast_ref::<std::io::Error>() {
+            // `io::Error::source()` returns the wrapped error's source, skipping the wrapped
+            // error itself; hyper-rustls wraps rustls' certificate errors in two io::Errors
+            // (Other around InvalidData), so step into each one explicitly.
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     false
 }
 
-/// Builds the HTTP client for token endpoints: rustls, no redirects (a redirected token request
-/// would carry the secret to another host), no cookies.
-pub fn http_client(tls: Arc<rustls::ClientConfig>) -> reqwest::Client {
-    reqwest::Client::builder()
+/// Builds the HTTP client for token endpoints: rustls with `tls` (the same roots as the pool),
+/// the same outbound proxy rules as the pool, no redirects (a redirected token request would
+/// carry the secret to another host), no cookies. Fails only on a proxy URL reqwest refuses.
+pub fn http_client(
+    tls: Arc<rustls::ClientConfig>,
+    proxy: &ProxyRules,
+) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("coupa-gateway/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("coupa-gateway/", env!("CARGO_PKG_VERSION")));
+    proxy
+        .apply_to(builder)?
         .build()
-        .expect("static reqwest configuration is valid")
+        .map_err(|e| format!("cannot build the token client: {}", crate::error_chain(&e)))
 }
 
 #[derive(Deserialize)]
@@ -975,6 +985,16 @@ mod tests {
             .kind(),
             FailureKind::Http
         );
+    }
+
+    #[test]
+    fn tls_errors_are_found_inside_nested_io_errors() {
+        // The shape hyper-rustls produces for an untrusted certificate.
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped =
+            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, cert));
+        assert!(caused_by::<rustls::Error>(&wrapped));
+        assert!(!caused_by::<std::fmt::Error>(&wrapped));
     }
 
     #[test]

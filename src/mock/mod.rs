@@ -4,7 +4,8 @@
 //!
 //! Used by the gateway's integration tests, `coupa-gateway demo` / `mock` and the benches. It
 //! depends on no other module of the crate, so it cannot share a bug with the gateway. Several
-//! instances (prod, test, …) can run in one process, each on its own listener.
+//! instances (prod, test, …) can run in one process, each on its own listener, over plain HTTP
+//! or, with [`MockConfig::tls`], HTTPS (rustls with its own configuration, not the gateway's).
 //!
 //! # What it answers
 //! - `POST /oauth2/token`: client credentials (RFC 6749 §4.4) in the form body or HTTP Basic
@@ -126,6 +127,53 @@ pub struct MockConfig {
     pub rate_limit: Option<MockRateLimit>,
     /// Rows seeded per resource (default 120, so paging at 50 shows).
     pub seed_rows: usize,
+    /// Serve HTTPS with this certificate instead of plain HTTP (default: plain HTTP).
+    pub tls: Option<MockTls>,
+}
+
+/// The certificate an HTTPS mock presents. PEM text, so tests can make one at run time (e.g.
+/// with rcgen) without touching the file system.
+#[derive(Clone)]
+pub struct MockTls {
+    /// The certificate chain, leaf first.
+    pub cert_pem: String,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: String,
+}
+
+impl fmt::Debug for MockTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockTls").finish_non_exhaustive()
+    }
+}
+
+impl MockTls {
+    /// A rustls acceptor for this certificate, offering h2 and HTTP/1.1 like Coupa.
+    fn acceptor(&self) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("mock TLS: {what}"),
+            )
+        };
+        let chain = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| invalid("cert_pem is not PEM"))?;
+        // Never the key's text in an error, even a test key's.
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|_| invalid("key_pem holds no PEM private key"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(&e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| invalid(&e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 /// One OAuth client (Coupa: Setup › OAuth2/OpenID Connect Clients, grant "client credentials").
@@ -191,6 +239,7 @@ impl fmt::Debug for MockConfig {
             .field("expires_in", &self.expires_in)
             .field("rate_limit", &self.rate_limit)
             .field("seed_rows", &self.seed_rows)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -207,7 +256,14 @@ impl MockConfig {
             expires_in: 86_399,
             rate_limit: Some(MockRateLimit::COUPA),
             seed_rows: 120,
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS with `tls` (the URLs then start with `https://`).
+    pub fn tls(mut self, tls: MockTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets the listen address.
@@ -444,6 +500,7 @@ impl Shared {
 /// A running mock Coupa instance. Dropping it or calling [`MockCoupa::shutdown`] stops it.
 pub struct MockCoupa {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -461,15 +518,20 @@ impl fmt::Debug for MockCoupa {
 impl MockCoupa {
     /// Binds `cfg.listen`, spawns the accept loop and returns once the socket is listening
     /// (connections made after this returns are served). Needs a Tokio runtime.
+    /// With [`MockConfig::tls`], a certificate or key that cannot be used is an
+    /// `InvalidInput` error.
     pub async fn start(cfg: MockConfig) -> std::io::Result<MockCoupa> {
+        let tls = cfg.tls.as_ref().map(MockTls::acceptor).transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(cfg));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        tracing::info!(name = %shared.name, %addr, "mock Coupa listening");
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx));
+        tracing::info!(name = %shared.name, %addr, scheme, "mock Coupa listening");
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), shutdown_rx, tls));
         Ok(MockCoupa {
             addr,
+            scheme,
             shared,
             shutdown,
             task: Some(task),
@@ -481,14 +543,14 @@ impl MockCoupa {
         self.addr
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:41234` (no trailing slash).
+    /// Base URL, e.g. `http://127.0.0.1:41234`, or `https://…` with TLS (no trailing slash).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The token endpoint URL (`{url}/oauth2/token`).
     pub fn token_url(&self) -> String {
-        format!("http://{}/oauth2/token", self.addr)
+        format!("{}/oauth2/token", self.url())
     }
 
     /// The instance name from its config.
@@ -557,6 +619,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -566,7 +629,7 @@ async fn accept_loop(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&shared), shutdown.clone()));
+                    connections.spawn(serve_connection(stream, Arc::clone(&shared), shutdown.clone(), tls.clone()));
                 }
                 Err(e) if is_per_connection_error(&e) => {
                     tracing::debug!(name = %shared.name, error = %e, "mock accept: connection gone");
@@ -596,15 +659,34 @@ fn is_per_connection_error(e: &std::io::Error) -> bool {
     )
 }
 
+/// How long a client may take for the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_connection(
     stream: TcpStream,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     // Nagle + delayed ACK would add ~40 ms to small responses (STYLE.md §5.3).
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "mock: TCP_NODELAY failed");
     }
+    let Some(tls) = tls else {
+        return serve_io(stream, shared, shutdown).await;
+    };
+    // A client that rejects the certificate (the tests for untrusted upstreams) ends here.
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_io(stream, shared, shutdown).await,
+        Ok(Err(e)) => tracing::debug!(name = %shared.name, error = %e, "mock TLS handshake failed"),
+        Err(_) => tracing::debug!(name = %shared.name, "mock TLS handshake timed out"),
+    }
+}
+
+async fn serve_io<S>(stream: S, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's HTTP/1 header-read timeout needs a timer to work with.
     builder.http1().timer(TokioTimer::new());

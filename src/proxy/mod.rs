@@ -58,11 +58,20 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// Constants for a plain-HTTP connection from `peer`.
     pub fn new(peer: std::net::SocketAddr) -> Self {
+        Self::with_proto(peer, "http")
+    }
+
+    /// Constants for a connection from `peer` on which the gateway terminated TLS.
+    pub fn https(peer: std::net::SocketAddr) -> Self {
+        Self::with_proto(peer, "https")
+    }
+
+    fn with_proto(peer: std::net::SocketAddr, proto: &'static str) -> Self {
         Self {
             peer: peer.ip(),
             peer_ip: HeaderValue::try_from(peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
-            proto: HeaderValue::from_static("http"),
+            proto: HeaderValue::from_static(proto),
             state: Arc::default(),
         }
     }
@@ -478,6 +487,12 @@ impl Forward<'_> {
             &self.conn.proto,
         );
         parts.headers.insert(&REQUEST_ID, self.request_id.clone());
+        // After the rewrite, which removed any caller's Proxy-Authorization (hop-by-hop).
+        if let Some(auth) = &route.proxy_authorization {
+            parts
+                .headers
+                .insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+        }
         Ok(parts)
     }
 

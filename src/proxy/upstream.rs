@@ -1,4 +1,5 @@
-//! The pooled HTTP client towards Coupa (hyper-util legacy pool over rustls).
+//! The pooled HTTP client towards Coupa (hyper-util legacy pool over rustls), and the settings
+//! both outbound clients (this pool and the token client) are built from.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,30 +13,75 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config;
+use crate::egress::{ProxyConnector, ProxyRules};
 
 /// Bodies sent to Coupa: streamed from the caller (with the route's size limit), or buffered
 /// so that a request can be replayed after a 401.
 pub type UpstreamBody = Either<Limited<Incoming>, Full<Bytes>>;
 
 /// The upstream client type.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+pub type UpstreamClient = Client<HttpsConnector<ProxyConnector>, UpstreamBody>;
+
+/// What the outbound clients are made of: `[upstream]` as configured, the extra CA file's
+/// content and the proxy rules it resolved to (the environment included). Two equal values
+/// build clients that behave the same, so a reload keeps the running ones (and their pooled
+/// connections and tokens) exactly when this is unchanged.
+#[derive(PartialEq)]
+pub struct OutboundSettings {
+    /// `[upstream]`.
+    pub upstream: config::Upstream,
+    /// The bytes of `upstream.ca_file` when they were read: a replaced CA bundle at the same
+    /// path is a change.
+    ca_pem: Option<Vec<u8>>,
+    /// Which destinations go through which proxy.
+    pub proxy: Arc<ProxyRules>,
+}
+
+impl OutboundSettings {
+    /// Reads `upstream.ca_file` (for comparison; [`crate::tls::client_config`] parses it) and
+    /// resolves the proxy setting with `env` as the environment.
+    pub fn load(
+        upstream: &config::Upstream,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let ca_pem = match &upstream.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                format!(
+                    "upstream.ca_file: cannot read \"{}\": {e}; check the path and the file's permissions",
+                    path.display()
+                )
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            upstream: upstream.clone(),
+            ca_pem,
+            proxy: Arc::new(ProxyRules::new(&upstream.proxy, env)?),
+        })
+    }
+}
 
 /// Builds the shared client. One instance serves every route: the pool is keyed by
 /// scheme+authority, and sharing it is what gives high connection reuse (see STYLE.md §5).
-pub fn client(cfg: &config::Upstream, tls: Arc<rustls::ClientConfig>) -> UpstreamClient {
+pub fn client(
+    cfg: &config::Upstream,
+    tls: Arc<rustls::ClientConfig>,
+    proxy: Arc<ProxyRules>,
+) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     // Nagle + delayed ACK costs ~40 ms on small writes (STYLE.md §5.3).
     http.set_nodelay(true);
     http.set_connect_timeout(Some(cfg.connect_timeout));
     http.set_keepalive(Some(Duration::from_secs(30)));
+    let egress = ProxyConnector::new(http, tls.clone(), proxy, cfg.connect_timeout);
     // HTTP/1.1 upstream only: Coupa answers it everywhere, and one multiplexed h2 connection
     // would funnel large attachment uploads through a single flow-control window.
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config((*tls).clone())
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
+        .wrap_connector(egress);
     Client::builder(TokioExecutor::new())
         // Below the 60–75 s keep-alive of common load balancers, so the pool drops a connection
         // before the far end does and we avoid "connection closed before message completed".

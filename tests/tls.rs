@@ -1,0 +1,797 @@
+//! TLS on both sides and the outbound proxy, end to end on loopback: the gateway's HTTPS
+//! listener (and its reload), HTTPS upstreams trusted through `upstream.ca_file` (or not), and
+//! a tiny forward proxy written here that counts CONNECT tunnels and absolute-form requests.
+//! Certificates are made at run time with rcgen; nothing is read from the system trust store
+//! that these tests rely on.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use coupa_gateway::commands::demo_instance;
+use coupa_gateway::mock::{MockCoupa, MockTls};
+use coupa_gateway::server::{Gateway, StartError};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+// ===== certificates =====
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "coupa-gateway-tls-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA, its PEM in a file, and leaves it signs for `127.0.0.1` and `localhost`.
+struct Pki {
+    dir: TempDir,
+    ca_pem: String,
+    ca_file: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and key, as PEM text and as files.
+struct Leaf {
+    cert_pem: String,
+    key_pem: String,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = TempDir::new(name);
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("coupa-gateway test CA {name}"));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let ca_pem = params.self_signed(&key).unwrap().pem();
+        let ca_file = dir.write("ca.pem", &ca_pem);
+        Pki {
+            dir,
+            ca_pem,
+            ca_file,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(&self, name: &str) -> Leaf {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert_pem = params.signed_by(&key, &self.issuer).unwrap().pem();
+        let key_pem = key.serialize_pem();
+        Leaf {
+            cert_file: self.dir.write(&format!("{name}.crt"), &cert_pem),
+            key_file: self.dir.write(&format!("{name}.key"), &key_pem),
+            cert_pem,
+            key_pem,
+        }
+    }
+}
+
+impl Leaf {
+    fn mock_tls(&self) -> MockTls {
+        MockTls {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
+        }
+    }
+
+    /// `[server.tls]` for the gateway.
+    fn server_toml(&self) -> String {
+        format!(
+            "\n[server.tls]\ncert = {:?}\nkey = {:?}\n",
+            self.cert_file, self.key_file
+        )
+    }
+}
+
+/// A rustls client configuration that trusts only `ca_pem`.
+fn trusting(ca_pem: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// A fresh HTTPS client (so a fresh connection and handshake) trusting only `ca_pem`.
+fn https_client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(trusting(ca_pem))
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn https_get(ca_pem: &str, url: &str) -> Result<(StatusCode, String), String> {
+    let resp = https_client(ca_pem)
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .map_err(|e| coupa_gateway::error_chain(&e))?;
+    let status = resp.status();
+    Ok((status, resp.text().await.unwrap_or_default()))
+}
+
+// ===== gateway set-up =====
+
+/// The two-instance test config plus `extra` tables at the end (`[server.tls]`, `[upstream]`).
+/// No token warm-up: reloads that re-mint would otherwise wait 5 s for it.
+fn toml_with(prod_url: &str, test_url: &str, extra: &str) -> String {
+    two_instance_toml(prod_url, test_url, "token_warmup = \"0s\"") + extra
+}
+
+/// `[upstream]` with the test CA and no proxy: a proxy in the environment the tests run in
+/// must not change what they test.
+fn upstream_toml(ca_file: Option<&Path>, proxy: &str) -> String {
+    let mut out = String::from("\n[upstream]\n");
+    if let Some(ca) = ca_file {
+        out.push_str(&format!("ca_file = {ca:?}\n"));
+    }
+    out.push_str(proxy);
+    out.push('\n');
+    out
+}
+
+const NO_PROXY: &str = r#"proxy = "none""#;
+
+async fn tls_mock(name: &str, leaf: &Leaf) -> MockCoupa {
+    mock_with(
+        demo_instance(name, "127.0.0.1:0".parse().unwrap())
+            .rate_limit(None)
+            .tls(leaf.mock_tls()),
+    )
+    .await
+}
+
+async fn start(toml: &str) -> Gateway {
+    Gateway::start(config(toml)).await.expect("gateway starts")
+}
+
+/// The `/status` entry of client `name`, once `cond` holds for it (or after 10 s).
+async fn client_status(
+    gw: &Gateway,
+    name: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let http = Http::new();
+    let url = format!("http://{}/status", gw.admin_addr());
+    let mut client = serde_json::Value::Null;
+    for _ in 0..500 {
+        let status = http.get(&url, &[]).await.json();
+        client = status["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+            .clone();
+        if cond(&client) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client
+}
+
+// ===== (a) the gateway's TLS listener =====
+
+#[tokio::test]
+async fn tls_listener_serves_https_and_tells_coupa_the_proto() {
+    let pki = Pki::new("listener");
+    let leaf = pki.leaf("gateway");
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let gw = start(&toml_with(&prod.url(), &test.url(), &leaf.server_toml())).await;
+    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let base = format!("https://127.0.0.1:{}", gw.addr().port());
+
+    let (status, body) = https_get(&pki.ca_pem, &format!("{base}/prod/api/suppliers?limit=1"))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = prod.requests();
+    assert_eq!(
+        seen.last().unwrap().header("x-forwarded-proto"),
+        Some("https")
+    );
+    // `localhost` is in the certificate too.
+    let (status, _) = https_get(
+        &pki.ca_pem,
+        &format!("https://localhost:{}/test/api/invoices/1", gw.addr().port()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    // ALPN offers h2: a client that speaks it gets HTTP/2 over TLS.
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(trusting(&pki.ca_pem))
+        .https_only()
+        .enable_all_versions()
+        .wrap_connector(http);
+    let h2: Client<_, TestBody> = Client::builder(TokioExecutor::new()).build(connector);
+    let req = Request::get(format!("{base}/prod/api/invoices/1"))
+        .body(full(""))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), h2.request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    // A client that does not trust the CA fails the handshake; the listener carries on.
+    let other = Pki::new("stranger");
+    let err = https_get(&other.ca_pem, &format!("{base}/prod/api/invoices/1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let (status, _) = https_get(&pki.ca_pem, &format!("{base}/prod/api/invoices/1"))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn plain_http_to_the_tls_listener_fails_cleanly() {
+    let pki = Pki::new("plain");
+    let leaf = pki.leaf("gateway");
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let gw = start(&toml_with(&prod.url(), &test.url(), &leaf.server_toml())).await;
+
+    // An HTTP request line gets a plain-HTTP 400 that says what to change, then the close.
+    let (status, text) = raw(
+        gw.addr(),
+        "GET /prod/api/invoices/1 HTTP/1.1\r\nHost: gw\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("https://"), "{text}");
+    assert_eq!(prod.stats().api_requests, 0);
+
+    // Bytes that are neither HTTP nor TLS: the connection is closed, nothing is answered.
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(b"\x00\x01\x02\x03garbage\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("closed within 10 s")
+        .ok();
+    assert!(!out.starts_with(b"HTTP/"), "{out:?}");
+
+    // And the listener still serves HTTPS.
+    let (status, _) = https_get(
+        &pki.ca_pem,
+        &format!("https://127.0.0.1:{}/test/api/invoices/1", gw.addr().port()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn reload_serves_a_new_certificate_and_can_turn_tls_off_and_on() {
+    let first = Pki::new("first");
+    let second = Pki::new("second");
+    let leaf1 = first.leaf("gateway");
+    let leaf2 = second.leaf("gateway");
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let with_tls = |leaf: &Leaf| toml_with(&prod.url(), &test.url(), &leaf.server_toml());
+    let gw = start(&with_tls(&leaf1)).await;
+    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let https = format!("https://127.0.0.1:{}/prod/api/invoices/1", gw.addr().port());
+    let plain = format!("http://{}/prod/api/invoices/1", gw.addr());
+    assert_eq!(https_get(&first.ca_pem, &https).await.unwrap().0, 200);
+
+    // A renewed certificate (another CA, to tell them apart) is served to new connections.
+    gw.reload(config(&with_tls(&leaf2))).await.unwrap();
+    assert_eq!(https_get(&second.ca_pem, &https).await.unwrap().0, 200);
+    assert!(https_get(&first.ca_pem, &https).await.is_err());
+
+    // A key that does not belong to the certificate is refused; the running one stays.
+    let mismatched = format!(
+        "\n[server.tls]\ncert = {:?}\nkey = {:?}\n",
+        leaf2.cert_file, leaf1.key_file
+    );
+    let err = gw
+        .reload(config(&toml_with(&prod.url(), &test.url(), &mismatched)))
+        .await
+        .unwrap_err();
+    assert!(err.contains("server.tls.key"), "{err}");
+    assert!(!err.contains("PRIVATE KEY"), "{err}");
+    assert_eq!(https_get(&second.ca_pem, &https).await.unwrap().0, 200);
+
+    // TLS off: the same socket now speaks plain HTTP...
+    gw.reload(config(&toml_with(&prod.url(), &test.url(), "")))
+        .await
+        .unwrap();
+    let http = Http::new();
+    assert_eq!(http.get(&plain, &[]).await.status, StatusCode::OK);
+    assert!(https_get(&second.ca_pem, &https).await.is_err());
+    assert_eq!(
+        prod.requests().last().unwrap().header("x-forwarded-proto"),
+        Some("http")
+    );
+    // ...and on again.
+    gw.reload(config(&with_tls(&leaf1))).await.unwrap();
+    assert_eq!(https_get(&first.ca_pem, &https).await.unwrap().0, 200);
+    let (status, _) = raw(
+        gw.addr(),
+        "GET /prod/api/invoices/1 HTTP/1.1\r\nHost: gw\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn unusable_certificate_files_stop_the_start_with_the_key_named() {
+    let pki = Pki::new("broken");
+    let leaf = pki.leaf("gateway");
+    let not_a_cert = pki.dir.write("notes.txt", "this is not a certificate\n");
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let tls = format!(
+        "\n[server.tls]\ncert = {not_a_cert:?}\nkey = {:?}\n",
+        leaf.key_file
+    );
+    let err = Gateway::start(config(&toml_with(&prod.url(), &test.url(), &tls)))
+        .await
+        .err()
+        .expect("start refused");
+    assert!(matches!(err, StartError::Unusable(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("server.tls.cert:") && text.contains("notes.txt"),
+        "{text}"
+    );
+}
+
+// ===== (b) HTTPS upstreams =====
+
+#[tokio::test]
+async fn https_upstream_trusted_through_ca_file() {
+    let pki = Pki::new("upstream");
+    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
+    assert!(prod.url().starts_with("https://127.0.0.1:"));
+    let test = mock("test").await;
+    let gw = start(&toml_with(
+        &prod.url(),
+        &test.url(),
+        &upstream_toml(Some(&pki.ca_file), NO_PROXY),
+    ))
+    .await;
+    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
+    assert!(prod.stats().tokens_issued >= 1);
+    let http = Http::new();
+    let r = http
+        .get(
+            &format!("http://{}/prod/api/suppliers?limit=2", gw.addr()),
+            &[("accept", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    assert_eq!(prod.stats().api_requests, 1);
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
+    let pki = Pki::new("untrusted");
+    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
+    let test = mock("test").await;
+    let gw = start(&toml_with(
+        &prod.url(),
+        &test.url(),
+        &upstream_toml(None, NO_PROXY),
+    ))
+    .await;
+    let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
+    assert_eq!(client["last_error"]["kind"], "tls", "{client}");
+    assert!(
+        client["last_error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("upstream.ca_file"),
+        "{client}"
+    );
+    let http = Http::new();
+    let r = http
+        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"], "token_unavailable");
+    assert_eq!(prod.stats().tokens_issued, 0);
+
+    // Adding the CA is an upstream change: both outbound clients are rebuilt and every client
+    // re-mints through them before the reload is applied.
+    let applied = gw
+        .reload(config(&toml_with(
+            &prod.url(),
+            &test.url(),
+            &upstream_toml(Some(&pki.ca_file), NO_PROXY),
+        )))
+        .await
+        .unwrap();
+    assert_eq!(applied.new_tokens, vec!["prod-main", "test-main"]);
+    let r = http
+        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn untrusted_api_host_with_a_reachable_token_endpoint_is_a_502() {
+    let pki = Pki::new("api-only");
+    let api = tls_mock("prod", &pki.leaf("coupa")).await;
+    // Same client, plain HTTP: tokens work, the API host's certificate is not trusted.
+    let tokens = mock("prod").await;
+    let test = mock("test").await;
+    let toml = toml_with(&api.url(), &test.url(), &upstream_toml(None, NO_PROXY)).replace(
+        &format!("url = \"{}\"\n", api.url()),
+        &format!(
+            "url = \"{}\"\ntoken_url = \"{}\"\n",
+            api.url(),
+            tokens.token_url()
+        ),
+    );
+    let gw = start(&toml).await;
+    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
+    let r = Http::new()
+        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+    assert_eq!(api.stats().api_requests, 0);
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn a_ca_file_without_certificates_is_refused_naming_the_key() {
+    let pki = Pki::new("empty-ca");
+    let empty = pki.dir.write("empty.pem", "no certificates here\n");
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let err = Gateway::start(config(&toml_with(
+        &prod.url(),
+        &test.url(),
+        &upstream_toml(Some(&empty), NO_PROXY),
+    )))
+    .await
+    .err()
+    .expect("start refused")
+    .to_string();
+    assert!(
+        err.starts_with("upstream.ca_file:") && err.contains("empty.pem"),
+        "{err}"
+    );
+    assert!(err.contains("holds no certificate"), "{err}");
+}
+
+// ===== (c) the outbound proxy =====
+
+/// A forward proxy on loopback: CONNECT tunnels and absolute-form requests, optional Basic
+/// authentication, counters. It only ever connects to loopback targets.
+struct TestProxy {
+    addr: SocketAddr,
+    state: Arc<ProxyState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// `Basic …` the proxy requires, if any.
+    required_auth: Option<String>,
+    tunnels: AtomicU64,
+    forwarded: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestProxy {
+    async fn start(credentials: Option<(&str, &str)>) -> TestProxy {
+        use base64_like::basic;
+        let state = Arc::new(ProxyState {
+            required_auth: credentials.map(|(u, p)| basic(u, p)),
+            ..ProxyState::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let upstream: Client<HttpConnector, Incoming> =
+                Client::builder(TokioExecutor::new()).build_http();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (state, upstream) = (shared.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc =
+                        service_fn(move |req| proxy_request(state.clone(), upstream.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        TestProxy { addr, state, task }
+    }
+
+    fn tunnels(&self) -> u64 {
+        self.state.tunnels.load(Ordering::Relaxed)
+    }
+
+    fn forwarded(&self) -> u64 {
+        self.state.forwarded.load(Ordering::Relaxed)
+    }
+
+    fn refused(&self) -> u64 {
+        self.state.refused.load(Ordering::Relaxed)
+    }
+}
+
+fn answer(status: StatusCode) -> Response<TestBody> {
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = status;
+    resp
+}
+
+async fn proxy_request(
+    state: Arc<ProxyState>,
+    upstream: Client<HttpConnector, Incoming>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
+    if let Some(required) = &state.required_auth {
+        let given = req.headers().get(http::header::PROXY_AUTHORIZATION);
+        if given.and_then(|v| v.to_str().ok()) != Some(required.as_str()) {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            let mut resp = answer(StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+            resp.headers_mut().insert(
+                http::header::PROXY_AUTHENTICATE,
+                http::HeaderValue::from_static("Basic realm=\"test\""),
+            );
+            return Ok(resp);
+        }
+    }
+    let Some(authority) = req.uri().authority().cloned() else {
+        // Origin form: whoever sent it did not treat us as a proxy.
+        return Ok(answer(StatusCode::BAD_REQUEST));
+    };
+    if !matches!(authority.host(), "127.0.0.1" | "localhost") {
+        return Ok(answer(StatusCode::FORBIDDEN));
+    }
+    if req.method() == Method::CONNECT {
+        state.tunnels.fetch_add(1, Ordering::Relaxed);
+        let target = format!("127.0.0.1:{}", authority.port_u16().unwrap_or(443));
+        tokio::spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
+            let Ok(mut server) = TcpStream::connect(target).await else {
+                return;
+            };
+            let mut client = TokioIo::new(upgraded);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        });
+        return Ok(answer(StatusCode::OK));
+    }
+    state.forwarded.fetch_add(1, Ordering::Relaxed);
+    // Hop-by-hop for the proxy: never passed on.
+    req.headers_mut().remove(http::header::PROXY_AUTHORIZATION);
+    req.headers_mut().remove("proxy-connection");
+    match upstream.request(req).await {
+        Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed())),
+        Err(_) => Ok(answer(StatusCode::BAD_GATEWAY)),
+    }
+}
+
+/// `Basic base64(user:password)` without a base64 dependency (the test's own, to check the
+/// gateway's encoding independently).
+mod base64_like {
+    pub fn basic(user: &str, password: &str) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let input = format!("{user}:{password}").into_bytes();
+        let mut out = String::from("Basic ");
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                chunk.get(1).copied().unwrap_or(0),
+                chunk.get(2).copied().unwrap_or(0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_rfc_7617_example() {
+        assert_eq!(
+            basic("Aladdin", "open sesame"),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
+    let pki = Pki::new("proxied");
+    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
+    let test = mock("test").await;
+    // The password holds a `:` (percent-encoded in the URL), as real ones do.
+    let proxy = TestProxy::start(Some(("gw-user", "s3cr:et"))).await;
+    let setting = format!(
+        "proxy = \"http://gw-user:s3cr%3Aet@127.0.0.1:{}\"",
+        proxy.addr.port()
+    );
+    let gw = start(&toml_with(
+        &prod.url(),
+        &test.url(),
+        &upstream_toml(Some(&pki.ca_file), &setting),
+    ))
+    .await;
+    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
+    // Token requests: https through a CONNECT tunnel, http as absolute-form requests.
+    let tunnels_for_tokens = proxy.tunnels();
+    let forwards_for_tokens = proxy.forwarded();
+    assert!(tunnels_for_tokens >= 1, "prod's token did not use a tunnel");
+    assert!(forwards_for_tokens >= 1, "test's token was not forwarded");
+
+    let http = Http::new();
+    let r = http
+        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        proxy.tunnels() > tunnels_for_tokens,
+        "API traffic skipped the proxy"
+    );
+    let r = http
+        .get(&format!("http://{}/test/api/invoices/1", gw.addr()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(proxy.forwarded() > forwards_for_tokens);
+    assert_eq!(proxy.refused(), 0, "credentials were not sent every time");
+    // Inside the tunnel, Coupa sees no proxy credentials.
+    let seen = prod.requests();
+    assert_eq!(seen.last().unwrap().header("proxy-authorization"), None);
+    // And the password appears nowhere an operator looks.
+    let status = http
+        .get(&format!("http://{}/status", gw.admin_addr()), &[])
+        .await
+        .text();
+    assert!(!status.contains("s3cr"), "{status}");
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn wrong_proxy_credentials_fail_without_leaking_them() {
+    let proxy = TestProxy::start(Some(("gw-user", "right"))).await;
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let setting = format!(
+        "proxy = \"http://gw-user:wrong-pw@127.0.0.1:{}\"",
+        proxy.addr.port()
+    );
+    let gw = start(&toml_with(
+        &prod.url(),
+        &test.url(),
+        &upstream_toml(None, &setting),
+    ))
+    .await;
+    let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
+    assert!(!client["last_error"].is_null(), "{client}");
+    assert!(proxy.refused() >= 1);
+    assert_eq!(prod.stats().token_requests, 0);
+    let status = Http::new()
+        .get(&format!("http://{}/status", gw.admin_addr()), &[])
+        .await
+        .text();
+    assert!(!status.contains("wrong-pw"), "{status}");
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn no_proxy_hosts_bypass_the_proxy() {
+    let pki = Pki::new("bypass");
+    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
+    let test = mock("test").await;
+    let proxy = TestProxy::start(None).await;
+    let setting = format!(
+        "proxy = \"http://127.0.0.1:{}\"\nno_proxy = \"localhost, 127.0.0.1\"",
+        proxy.addr.port()
+    );
+    let gw = start(&toml_with(
+        &prod.url(),
+        &test.url(),
+        &upstream_toml(Some(&pki.ca_file), &setting),
+    ))
+    .await;
+    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
+    let http = Http::new();
+    for path in ["/prod/api/invoices/1", "/test/api/invoices/1"] {
+        let r = http.get(&format!("http://{}{path}", gw.addr()), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
+    }
+    assert_eq!(proxy.tunnels(), 0);
+    assert_eq!(proxy.forwarded(), 0);
+    gw.shutdown();
+}
