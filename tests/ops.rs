@@ -1,0 +1,243 @@
+//! Operations: the status page, also in a real headless browser.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use coupa_gateway::commands::demo_instance;
+use coupa_gateway::identity::hash_key_line;
+use coupa_gateway::server::Gateway;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Debian's Chromium; the browser test skips without it (`.ci/run` installs it as root).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+const ERP_KEY: &str = "erp-supplier-sync-legacy-key-000000000000";
+const AP_KEY: &str = "ap-invoice-export-legacy-key-00000000000";
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("coupa-gateway-ops-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two mocks that accept the two integrations' legacy keys, and a gateway where
+/// `erp-supplier-sync` uses `/prod` (oauth) and `ap-invoice-export` uses `/test`
+/// (passthrough), with a little traffic on both: enough for every part of the page.
+struct Migration {
+    _prod: coupa_gateway::mock::MockCoupa,
+    _test: coupa_gateway::mock::MockCoupa,
+    gw: Gateway,
+}
+
+impl Migration {
+    async fn start() -> Migration {
+        let mut instances = Vec::new();
+        for name in ["prod", "test"] {
+            let mut cfg = demo_instance(name, "127.0.0.1:0".parse().unwrap()).rate_limit(None);
+            cfg.api_keys.extend([ERP_KEY.to_owned(), AP_KEY.to_owned()]);
+            instances.push(mock_with(cfg).await);
+        }
+        let test = instances.pop().unwrap();
+        let prod = instances.pop().unwrap();
+        let mut toml = two_instance_toml(&prod.url(), &test.url(), "");
+        toml = toml.replace(
+            "prefix = \"/test\"\ninstance = \"test\"\n",
+            "prefix = \"/test\"\ninstance = \"test\"\nmode = \"passthrough\"\n",
+        );
+        toml.push_str(&format!(
+            "\n[[integrations]]\nname = \"erp-supplier-sync\"\n{}\nroutes = [\"/prod\"]\n\
+             \n[[integrations]]\nname = \"ap-invoice-export\"\n{}\nroutes = [\"/test\"]\n",
+            hash_key_line(ERP_KEY),
+            hash_key_line(AP_KEY)
+        ));
+        let gw = Gateway::start(config(&toml)).await.expect("gateway starts");
+        assert!(gw.wait_ready(Duration::from_secs(10)).await);
+        let http = Http::new();
+        let proxy = |p: &str| format!("http://{}{p}", gw.addr());
+        for _ in 0..3 {
+            let r = http
+                .get(
+                    &proxy("/prod/api/suppliers?limit=1"),
+                    &[("x-coupa-api-key", ERP_KEY)],
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        let r = http
+            .get(
+                &proxy("/prod/api/suppliers"),
+                &[("x-coupa-api-key", "wrong")],
+            )
+            .await;
+        assert_eq!(r.status, 401);
+        let r = http
+            .get(
+                &proxy("/test/api/invoices?limit=1"),
+                &[("x-coupa-api-key", AP_KEY)],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        Migration {
+            _prod: prod,
+            _test: test,
+            gw,
+        }
+    }
+
+    fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.admin_addr())
+    }
+}
+
+#[tokio::test]
+async fn status_page_is_served_from_the_status_document() {
+    let m = Migration::start().await;
+    let http = Http::new();
+    let page = http.get(&m.admin("/"), &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let text = page.text();
+    for expected in [
+        "prod-main",
+        "test-main",
+        "<code>/prod</code>",
+        "erp-supplier-sync",
+        "ap-invoice-export",
+        "NOT MIGRATED",
+        "MIGRATED</span>",
+        "READY",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    // Nothing secret: not the client secrets, not a token, not a legacy key.
+    for secret in [
+        PROD_SECRET,
+        TEST_SECRET,
+        ERP_KEY,
+        AP_KEY,
+        "Bearer",
+        "mock-at-",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} on the status page");
+    }
+    let index = http.get(&m.admin("/index.html"), &[]).await;
+    assert_eq!(index.status, 200);
+    assert!(index.text().contains("erp-supplier-sync"));
+}
+
+/// Runs Chromium headless with `args` + `url`, bounded by 60 s; kills its process group at
+/// the end (renderer and helper processes included). Returns stdout.
+async fn chromium(profile: &Path, args: &[&str], url: &str) -> String {
+    let mut cmd = tokio::process::Command::new(CHROMIUM);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args)
+    .arg(url)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .process_group(0);
+    let child = cmd.spawn().expect("chromium starts");
+    let pid = child.id().expect("chromium has a pid");
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
+    // The browser's helpers share its process group; end them all, whatever happened.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stderr(std::process::Stdio::null())
+        .status();
+    let out = out
+        .expect("chromium finishes within 60 s")
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The page in a real browser: it parses, shows the clients, routes and verdicts, and
+/// renders to a PNG. `COUPA_GATEWAY_SCREENSHOT=docs/status-page.png` keeps the picture.
+#[tokio::test]
+async fn status_page_renders_in_headless_chromium() {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!(
+            "SKIPPED: {CHROMIUM} not found (apt-get install chromium; .ci/run does so as root)"
+        );
+        return;
+    }
+    let m = Migration::start().await;
+    let url = m.admin("/");
+    let dir = TempDir::new("chromium");
+
+    let dom = chromium(&dir.0.join("profile-dom"), &["--dump-dom"], &url).await;
+    for expected in [
+        "prod-main",
+        "test-main",
+        "<code>/prod</code>",
+        "<code>/test</code>",
+        "erp-supplier-sync",
+        "NOT MIGRATED",
+        "MIGRATED</span>",
+        "READY",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "missing {expected:?} in the DOM:\n{dom}"
+        );
+    }
+    assert!(!dom.contains("<script"), "the page has no script");
+
+    let png = dir.0.join("status-page.png");
+    chromium(
+        &dir.0.join("profile-shot"),
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1280,820",
+        ],
+        &url,
+    )
+    .await;
+    let bytes = std::fs::read(&png).expect("screenshot written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(
+        bytes.len() > 10_000,
+        "suspiciously small: {} bytes",
+        bytes.len()
+    );
+    if let Ok(dest) = std::env::var("COUPA_GATEWAY_SCREENSHOT") {
+        std::fs::write(Path::new(ROOT).join(&dest), &bytes).unwrap();
+        eprintln!("screenshot written to {dest}");
+    }
+}
