@@ -1,4 +1,4 @@
-//! Operations: the status page, also in a real headless browser.
+//! Operations: the status page (also in a real headless browser) and `coupa-gateway health`.
 
 mod common;
 
@@ -240,4 +240,57 @@ async fn status_page_renders_in_headless_chromium() {
         std::fs::write(Path::new(ROOT).join(&dest), &bytes).unwrap();
         eprintln!("screenshot written to {dest}");
     }
+}
+
+fn bin() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coupa-gateway"));
+    cmd.env_remove("COUPA_GATEWAY_CONFIG")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn run(cmd: &mut tokio::process::Command) -> (i32, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("command finishes")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn health_command_checks_liveness_and_readiness() {
+    let env = Env::start().await;
+    let admin = format!("http://{}", env.gw.admin_addr());
+    let (code, out, err) = run(bin().args(["health", "--admin", &admin])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/healthz: 200 OK"), "{out}");
+    let (code, out, err) = run(bin().args(["health", "--ready", "--admin", &admin])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("/readyz: 200 OK"), "{out}");
+
+    // Nothing listening: exit 1 with the reason.
+    let dead = format!("http://{}", dead_addr().await);
+    let (code, _, err) = run(bin().args(["health", "--admin", &dead])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach"), "{err}");
+}
+
+#[tokio::test]
+async fn health_command_reports_what_readiness_waits_for() {
+    // The token endpoint is dead: alive, not ready, and /readyz says which client waits.
+    let dead = format!("http://{}", dead_addr().await);
+    let gw = Gateway::start(config(&two_instance_toml(&dead, &dead, "")))
+        .await
+        .unwrap();
+    let admin = format!("http://{}", gw.admin_addr());
+    let (code, _, _) = run(bin().args(["health", "--admin", &admin])).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = run(bin().args(["health", "--ready", "--admin", &admin])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("503") && err.contains("prod-main"), "{err}");
 }
