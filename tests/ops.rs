@@ -1,4 +1,5 @@
-//! Operations: the status page (also in a real headless browser) and `coupa-gateway health`.
+//! Operations: the status page (also in a real headless browser), `coupa-gateway health`, and
+//! the configuration files shipped for compose, Kubernetes and systemd.
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use coupa_gateway::commands::demo_instance;
+use coupa_gateway::config::Config;
 use coupa_gateway::identity::hash_key_line;
 use coupa_gateway::server::Gateway;
 
@@ -293,4 +295,174 @@ async fn health_command_reports_what_readiness_waits_for() {
     let (code, _, err) = run(bin().args(["health", "--ready", "--admin", &admin])).await;
     assert_eq!(code, 1);
     assert!(err.contains("503") && err.contains("prod-main"), "{err}");
+}
+
+/// Every configuration file the repository ships, with what each needs to parse.
+fn shipped_configs() -> Vec<PathBuf> {
+    let mut files = vec![Path::new(ROOT).join("proxy.toml")];
+    let mut stack = vec![Path::new(ROOT).join("deploy")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "toml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Parses `path` as `coupa-gateway check` would on its target: `${VAR}`s from a fixed
+/// environment, relative secret files created (with a placeholder) in a scratch directory.
+fn parse_shipped(path: &Path, scratch: &Path) -> Config {
+    let text = std::fs::read_to_string(path).unwrap();
+    let raw: toml::Table = toml::from_str(&text).unwrap();
+    let clients = raw.get("clients").and_then(|c| c.as_table());
+    for client in clients.into_iter().flat_map(|c| c.values()) {
+        if let Some(file) = client.get("client_secret_file").and_then(|f| f.as_str()) {
+            assert!(
+                Path::new(file).is_relative(),
+                "{}: keep client_secret_file relative to the config file so the file can be checked",
+                path.display()
+            );
+            let p = scratch.join(file);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "placeholder-secret\n").unwrap();
+        }
+    }
+    let env = |name: &str| match name {
+        "COUPA_PROD_SECRET" | "COUPA_TEST_SECRET" => Some(format!("placeholder-{name}")),
+        _ => None,
+    };
+    Config::parse(&text, &env, scratch).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()))
+}
+
+#[test]
+fn every_shipped_config_file_is_valid() {
+    let files = shipped_configs();
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(ROOT).unwrap().display().to_string())
+        .collect();
+    for expected in [
+        "proxy.toml",
+        "deploy/compose/proxy.toml",
+        "deploy/kubernetes/proxy.toml",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} not found");
+    }
+    for path in &files {
+        let scratch = TempDir::new("shipped");
+        let config = parse_shipped(path, &scratch.0);
+        assert!(!config.routes.is_empty(), "{}: no routes", path.display());
+    }
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(ROOT).join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The number after `key:` in a YAML file (first occurrence).
+fn yaml_number(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key} in the manifest"))
+        .split('#')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn kubernetes_manifests_agree_with_their_config() {
+    let scratch = TempDir::new("k8s");
+    let config = parse_shipped(
+        &Path::new(ROOT).join("deploy/kubernetes/proxy.toml"),
+        &scratch.0,
+    );
+    let deployment = read("deploy/kubernetes/deployment.yaml");
+    // Kubernetes must not SIGKILL before the gateway's own grace period has run out.
+    let grace = yaml_number(&deployment, "terminationGracePeriodSeconds");
+    assert!(
+        Duration::from_secs(grace) > config.server.shutdown_grace,
+        "terminationGracePeriodSeconds {grace} <= server.shutdown_grace {:?}",
+        config.server.shutdown_grace
+    );
+    // Probes and ports point at the configured listeners.
+    for port in [config.server.listen.port(), config.admin.listen.port()] {
+        assert!(
+            deployment.contains(&format!("containerPort: {port}")),
+            "containerPort {port} missing"
+        );
+    }
+    assert!(config.server.listen.ip().is_unspecified());
+    assert!(config.admin.listen.ip().is_unspecified());
+    // Every secret file the config reads is projected into the volume, from the Secret.
+    let secret = read("deploy/kubernetes/secret.example.yaml");
+    for client in config.clients.values() {
+        let file = client
+            .secret_file
+            .as_ref()
+            .expect("secrets come from files");
+        let rel = file.strip_prefix(&scratch.0).unwrap().display().to_string();
+        let key = rel.strip_prefix("secrets/").expect("under secrets/");
+        assert!(
+            deployment.contains(&format!("path: {rel}")),
+            "{rel} not projected"
+        );
+        assert!(
+            secret.contains(&format!("  {key}: ")),
+            "{key} not in the Secret"
+        );
+    }
+    // Each replica keeps its own budget: per-instance rate limits are divided by replicas.
+    let replicas = yaml_number(&deployment, "replicas");
+    assert!(replicas >= 2);
+    for instance in config.instances.values() {
+        let rl = instance.rate_limit.as_ref().expect("rate limit on");
+        assert!(
+            rl.per_second * replicas as f64 <= 25.0,
+            "{}: {} req/s x {replicas} replicas exceeds Coupa's 25/s",
+            instance.name,
+            rl.per_second
+        );
+    }
+}
+
+#[test]
+fn compose_runs_the_mock_where_its_config_points() {
+    let compose = read("docker-compose.yml");
+    // Exactly `coupa-gateway mock`, on all interfaces of its container.
+    assert!(
+        compose
+            .contains(r#"command: ["mock", "--prod", "0.0.0.0:8081", "--test", "0.0.0.0:8082"]"#),
+        "{compose}"
+    );
+    assert!(compose.contains("./deploy/compose:/etc/coupa-gateway:ro"));
+    let scratch = TempDir::new("compose");
+    let config = parse_shipped(
+        &Path::new(ROOT).join("deploy/compose/proxy.toml"),
+        &scratch.0,
+    );
+    let urls: Vec<String> = config
+        .instances
+        .values()
+        .map(|i| i.url.to_string())
+        .collect();
+    assert!(
+        urls.iter().any(|u| u.starts_with("http://mock:8081")),
+        "{urls:?}"
+    );
+    assert!(
+        urls.iter().any(|u| u.starts_with("http://mock:8082")),
+        "{urls:?}"
+    );
+    // The demo clients of the mock, so `docker compose up` gets tokens.
+    assert_eq!(config.clients["prod-main"].client_id, "demo-prod-client");
+    assert_eq!(config.clients["test-main"].client_id, "demo-test-client");
 }
