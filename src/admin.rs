@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status`. Read-only; it shares the
-//! runtime snapshot and token cells with the proxy and never prints a secret or token.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status` and the status page `/`.
+//! Read-only; it shares the runtime snapshot and token cells with the proxy and never prints a
+//! secret or token.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -15,6 +16,7 @@ use serde_json::{json, Value};
 use crate::metrics::escape;
 use crate::migration;
 use crate::runtime::Shared;
+use crate::status_page;
 
 /// Serves one admin request.
 pub async fn handle<B>(
@@ -39,9 +41,12 @@ pub async fn handle<B>(
             resp
         }
         "/status" => json_response(StatusCode::OK, &status(&shared)),
+        "/" | "/index.html" => {
+            html_response(status_page::render(&status(&shared), SystemTime::now()))
+        }
         _ => json_response(
             StatusCode::NOT_FOUND,
-            &json!({"error": "not_found", "message": "admin endpoints: /healthz /readyz /metrics /status"}),
+            &json!({"error": "not_found", "message": "admin endpoints: / (status page) /healthz /readyz /metrics /status"}),
         ),
     };
     Ok(resp)
@@ -56,6 +61,33 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The status page. The CSP forbids scripts, plugins, frames and every fetch: the page is
+/// self-contained (inline CSS only), so even a missed escape could not run code.
+fn html_response(page: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(page)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 

@@ -175,15 +175,50 @@ pub fn hash_key() -> Result<(), String> {
     Ok(())
 }
 
+/// The admin listener's base URL: `--admin`, else `http://` + the config file's `admin.listen`
+/// (an unspecified address such as `0.0.0.0` is reached on loopback), else the default
+/// `127.0.0.1:9090`.
+fn admin_base(admin: Option<&str>, path: &Path) -> String {
+    if let Some(a) = admin {
+        return a.trim_end_matches('/').to_owned();
+    }
+    let mut addr = Config::from_file(path)
+        .map(|c| c.admin.listen)
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9090)));
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
+/// `coupa-gateway health`: exit 0 when the admin listener answers 2xx on `/healthz` (or
+/// `/readyz` with `ready`) within 5 s. For container health checks on images without curl.
+pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(), String> {
+    let base = admin_base(admin, path);
+    let url = format!("{base}/{}", if ready { "readyz" } else { "healthz" });
+    let resp = token::http_client(crate::tls::client_config())
+        .get(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {}", crate::error_chain(&e)))?;
+    let status = resp.status();
+    if status.is_success() {
+        println!("{url}: {status}");
+        return Ok(());
+    }
+    // /readyz names the clients still waiting for a token: worth showing.
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(512).collect();
+    Err(format!("{url} answered {status}: {body}"))
+}
+
 /// `coupa-gateway report`: fetch `/status` from a running gateway and print it readably.
 pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
-    let base = match admin {
-        Some(a) => a.trim_end_matches('/').to_owned(),
-        None => match Config::from_file(path) {
-            Ok(c) => format!("http://{}", c.admin.listen),
-            Err(_) => "http://127.0.0.1:9090".to_owned(),
-        },
-    };
+    let base = admin_base(admin, path);
     let url = format!("{base}/status");
     // The admin listener is private and close by: never through an outbound proxy.
     let tls = crate::tls::client_config(None)?;
@@ -310,4 +345,35 @@ pub async fn demo(
     wait_for_signal().await;
     gateway.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_base_prefers_the_flag_then_the_config() {
+        let dir =
+            std::env::temp_dir().join(format!("coupa-gateway-admin-base-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("proxy.toml");
+        let toml = |admin: &str| {
+            format!(
+                "[admin]\nlisten = \"{admin}\"\n[instances.prod]\nurl = \"http://127.0.0.1:1\"\n\
+                 [clients.c]\ninstance = \"prod\"\nclient_id = \"id\"\nclient_secret = \"s\"\n\
+                 scopes = [\"core.common.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n"
+            )
+        };
+        assert_eq!(admin_base(Some("http://h:1/"), &file), "http://h:1");
+        // No file: the default.
+        assert_eq!(admin_base(None, &file), "http://127.0.0.1:9090");
+        std::fs::write(&file, toml("127.0.0.1:9191")).unwrap();
+        assert_eq!(admin_base(None, &file), "http://127.0.0.1:9191");
+        // A container's 0.0.0.0 listener is reached on loopback.
+        std::fs::write(&file, toml("0.0.0.0:9292")).unwrap();
+        assert_eq!(admin_base(None, &file), "http://127.0.0.1:9292");
+        std::fs::write(&file, toml("[::]:9393")).unwrap();
+        assert_eq!(admin_base(None, &file), "http://[::1]:9393");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

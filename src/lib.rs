@@ -24,6 +24,7 @@ pub mod route;
 pub mod runtime;
 pub mod scopes;
 pub mod server;
+pub mod status_page;
 pub mod tls;
 pub mod token;
 

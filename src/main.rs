@@ -77,6 +77,24 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Exit 0 when the running gateway's admin listener answers /healthz (or /readyz with
+    /// --ready) with 2xx within 5 s; for container health checks on images without curl.
+    Health {
+        /// The admin listener's base URL (default: from the config file's admin.listen).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Check readiness (every client holds a valid token) instead of liveness.
+        #[arg(long)]
+        ready: bool,
+        /// The configuration file, to find the admin listener.
+        #[arg(
+            long,
+            short,
+            default_value = "proxy.toml",
+            env = "COUPA_GATEWAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
     /// Run the built-in mock Coupa (instances "prod" and "test") on its own.
     Mock {
         /// Address of the mock "prod" instance.
@@ -136,6 +154,11 @@ fn main() -> ExitCode {
             } => commands::token(&config, &client, show_token).await,
             Command::HashKey => commands::hash_key(),
             Command::Report { admin, config } => commands::report(admin.as_deref(), &config).await,
+            Command::Health {
+                admin,
+                ready,
+                config,
+            } => commands::health(admin.as_deref(), &config, ready).await,
             Command::Mock { prod, test } => commands::mock(prod, test).await,
             Command::Demo { config, prod, test } => {
                 commands::demo(&config, prod, test, log_format).await

@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# coupa-gateway container image: a static-ish release binary on distroless (glibc, no shell).
+#
+#   docker build -t coupa-gateway:0.1.0 .
+#   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:9090:9090 \
+#     -v "$PWD/deploy/compose:/etc/coupa-gateway:ro" coupa-gateway:0.1.0
+#
+# The image's own /etc/coupa-gateway/proxy.toml is the repository's proxy.toml (it targets the
+# demo mock on loopback); mount a directory with your proxy.toml (and secret files) over
+# /etc/coupa-gateway. A listener reachable from outside the container needs
+# server.listen = "0.0.0.0:8080" and every route's callers declared (README, "Who may call").
+
+ARG RUST_IMAGE=rust:1-bookworm
+
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+# The cache mounts keep the registry and incremental artefacts between builds; the binary is
+# copied out of the cached target directory within the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bin coupa-gateway \
+    && install -D -m 0755 target/release/coupa-gateway /out/coupa-gateway
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/coupa-gateway /usr/local/bin/coupa-gateway
+COPY --chown=root:root proxy.toml /etc/coupa-gateway/proxy.toml
+ENV COUPA_GATEWAY_CONFIG=/etc/coupa-gateway/proxy.toml \
+    RUST_LOG=info
+# 8080: the proxy; 9090: /healthz /readyz /metrics /status and the status page (keep private).
+EXPOSE 8080 9090
+USER 65532:65532
+# distroless has no curl: the binary checks its own admin listener (admin.listen from the
+# config, 0.0.0.0 reached on loopback). Kubernetes ignores HEALTHCHECK and uses its probes.
+HEALTHCHECK --interval=30s --timeout=6s --start-period=10s --retries=3 \
+    CMD ["/usr/local/bin/coupa-gateway", "health"]
+ENTRYPOINT ["/usr/local/bin/coupa-gateway"]
+CMD ["serve"]

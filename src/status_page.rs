@@ -1,0 +1,604 @@
+//! The admin listener's human page (`GET /`): instances, clients and their tokens, routes and
+//! their traffic, integrations and their migration verdicts, last reload.
+//!
+//! It is rendered from the `/status` JSON document ([`crate::admin::status`]) and nothing else,
+//! so the page and the JSON can never disagree, and a secret that is not in the JSON (none is)
+//! cannot reach the page. Every dynamic string goes through [`escape_html`]. No JavaScript: the
+//! page reloads itself every 5 s (`<meta http-equiv="refresh">`), so the admin listener can send
+//! a `Content-Security-Policy` that forbids scripts altogether.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+/// Seconds between automatic reloads of the page.
+pub const REFRESH_SECONDS: u32 = 5;
+
+/// A token with less than this left is shown as expiring (the alert threshold in the README).
+const EXPIRING_SOON_S: u64 = 3600;
+
+/// Escapes `s` for HTML text and for double- or single-quoted attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON scalar as escaped text; `—` for null or missing.
+fn t(v: &Value) -> String {
+    match v {
+        Value::Null => "—".to_owned(),
+        Value::String(s) => escape_html(s),
+        other => escape_html(&other.to_string()),
+    }
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// `1d 3h`, `19h 59m`, `4m 10s`, `42s`.
+fn human_secs(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// An RFC 3339 timestamp from the JSON as "4m 10s ago" (or "in …"), with the exact time as a
+/// tooltip; `—` when absent.
+fn when(v: &Value, now: SystemTime) -> String {
+    let Some(text) = v.as_str() else {
+        return "—".to_owned();
+    };
+    let rel = match humantime::parse_rfc3339(text) {
+        Ok(at) => match now.duration_since(at) {
+            Ok(ago) => format!("{} ago", human_secs(ago.as_secs())),
+            Err(ahead) => format!("in {}", human_secs(ahead.duration().as_secs())),
+        },
+        Err(_) => return escape_html(text),
+    };
+    format!(
+        r#"<span title="{}">{}</span>"#,
+        escape_html(text),
+        escape_html(&rel)
+    )
+}
+
+fn badge(class: &str, text: &str) -> String {
+    format!(
+        r#"<span class="badge {}">{}</span>"#,
+        escape_html(class),
+        escape_html(text)
+    )
+}
+
+fn mode_badge(mode: &Value) -> String {
+    let m = mode.as_str().unwrap_or("?");
+    let class = match m {
+        "oauth" => "ok",
+        "passthrough" => "warn",
+        _ => "muted",
+    };
+    badge(class, m)
+}
+
+/// The verdict label and its colour, as the report words it.
+fn verdict_badge(verdict: &Value) -> String {
+    match verdict.as_str() {
+        Some("not_migrated") => badge("warn", "NOT MIGRATED"),
+        Some("migrated") => badge("info", "MIGRATED"),
+        Some("safe_to_revoke_key") => badge("ok", "SAFE TO REVOKE ITS API KEY"),
+        Some(other) => badge("muted", other),
+        None => badge("muted", "unrecognised callers"),
+    }
+}
+
+fn chips(list: &[Value], class: &str) -> String {
+    list.iter()
+        .map(|s| format!(r#"<code class="{}">{}</code>"#, escape_html(class), t(s)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+const STYLE: &str = "\
+body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2430;background:#f5f6f8}\
+header{background:#1d2430;color:#fff;padding:12px 20px;display:flex;gap:16px;align-items:center;flex-wrap:wrap}\
+header h1{font-size:18px;margin:0}header .meta{color:#c5cbd6;font-size:13px}\
+main{padding:8px 20px 20px}section{margin-top:16px}h2{font-size:15px;margin:0 0 6px}\
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #d9dde3}\
+th,td{text-align:left;vertical-align:top;padding:5px 8px;border-bottom:1px solid #e6e9ee}\
+th{background:#eef0f4;font-weight:600;font-size:12px;color:#4a5465}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}\
+code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#eef0f4;padding:1px 4px;border-radius:3px}\
+code.missing{background:#fde2e1;color:#8a1c17}code.unused{color:#8a93a3}\
+.badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;font-weight:600;white-space:nowrap}\
+.ok{background:#dcf3e3;color:#17612f}.warn{background:#fff0c9;color:#7a5300}.bad{background:#fde2e1;color:#8a1c17}\
+.info{background:#dde9fb;color:#1b4b91}.muted{background:#eceef2;color:#5b6474}\
+.nw{white-space:nowrap}.sub{color:#6b7484;font-size:12px}.err{color:#8a1c17}.empty{color:#6b7484;font-style:italic;padding:6px 0}\
+footer{color:#6b7484;font-size:12px;padding:0 20px 16px}";
+
+/// The whole page from a `/status` document. `now` turns timestamps into "… ago".
+pub fn render(status: &Value, now: SystemTime) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let ready = status["ready"].as_bool().unwrap_or(false);
+    let _ = write!(
+        out,
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} coupa-gateway</title><style>{STYLE}</style></head><body>\n",
+        if ready { "●" } else { "○" }
+    );
+    let _ = write!(
+        out,
+        "<header><h1>coupa-gateway <span class=\"meta\">{}</span></h1>{}\
+         <span class=\"meta\">up {} · started {} · config {}</span></header>\n<main>\n",
+        t(&status["version"]),
+        if ready {
+            badge("ok", "READY")
+        } else {
+            badge("bad", "NOT READY")
+        } + if status["reload"]["last_error"].is_null() {
+            ""
+        } else {
+            " <span class=\"badge bad\">LAST RELOAD REFUSED</span>"
+        },
+        escape_html(&human_secs(u(&status["uptime_s"]))),
+        when(&status["started_at"], now),
+        t(&status["config"]),
+    );
+    clients(&mut out, items(&status["clients"]), now);
+    routes(&mut out, items(&status["routes"]));
+    integrations(&mut out, items(&status["integrations"]), now);
+    instances(&mut out, items(&status["instances"]));
+    reload(&mut out, &status["reload"], now);
+    let _ = write!(
+        out,
+        "</main>\n<footer>The same data as <a href=\"/status\">/status</a> (JSON) · \
+         <a href=\"/metrics\">/metrics</a> · reloads every {REFRESH_SECONDS} s · \
+         traffic counters start at process start</footer>\n</body></html>\n"
+    );
+    out
+}
+
+fn reload(out: &mut String, r: &Value, now: SystemTime) {
+    let error = &r["last_error"];
+    let restart = items(&r["restart_required"]);
+    out.push_str("<section id=\"reload\"><h2>Configuration reloads</h2><table><tr><td>");
+    let _ = write!(
+        out,
+        "{} applied · {} refused · last {}",
+        u(&r["applied"]),
+        u(&r["refused"]),
+        when(&r["last_at"], now)
+    );
+    if !error.is_null() {
+        let _ = write!(
+            out,
+            "<div>{} the running configuration stays in force: <span class=\"err\">{}</span></div>",
+            badge("bad", "LAST RELOAD REFUSED"),
+            t(error)
+        );
+    }
+    if !restart.is_empty() {
+        let what: Vec<String> = restart.iter().map(t).collect();
+        let _ = write!(
+            out,
+            "<div>{} {}</div>",
+            badge("warn", "RESTART REQUIRED"),
+            what.join(", ")
+        );
+    }
+    out.push_str("</td></tr></table></section>\n");
+}
+
+fn clients(out: &mut String, clients: &[Value], now: SystemTime) {
+    out.push_str("<section id=\"clients\"><h2>OAuth clients</h2>\n");
+    if clients.is_empty() {
+        out.push_str("<p class=\"empty\">No OAuth clients configured.</p></section>\n");
+        return;
+    }
+    out.push_str(
+        "<table><tr><th>client</th><th>instance</th><th>token</th><th>last refresh</th>\
+         <th>next refresh</th><th class=\"n\">refreshes ok / failed</th><th>last error</th>\
+         <th>scopes</th></tr>\n",
+    );
+    for c in clients {
+        let token = &c["token"];
+        let token_cell = if token.is_null() {
+            badge("bad", "NO TOKEN")
+        } else {
+            let left = u(&token["seconds_left"]);
+            let b = if token["valid"].as_bool() != Some(true) {
+                badge("bad", "EXPIRED")
+            } else if left < EXPIRING_SOON_S {
+                badge("warn", "EXPIRING")
+            } else {
+                badge("ok", "VALID")
+            };
+            format!(
+                "{b} <span title=\"{} s; expires {}\">{} left</span>",
+                left,
+                t(&token["expires_at"]),
+                escape_html(&human_secs(left))
+            )
+        };
+        let err = &c["last_error"];
+        let error_cell = if err.is_null() {
+            "—".to_owned()
+        } else {
+            format!(
+                "<span class=\"err\"><b>{}</b>: {}</span><div class=\"sub\">hint: {}</div>\
+                 <div class=\"sub\">{} · {} consecutive failure(s)</div>",
+                t(&err["kind"]),
+                t(&err["message"]),
+                t(&err["hint"]),
+                when(&err["at"], now),
+                u(&c["consecutive_failures"]),
+            )
+        };
+        let next = match c["next_refresh_in_s"].as_u64() {
+            Some(s) => format!("in {}", human_secs(s)),
+            None => "—".to_owned(),
+        };
+        let report = &c["scope_report"];
+        let mut scopes = chips(items(&c["scopes"]), "");
+        let missing = items(&report["missing"]);
+        if !missing.is_empty() {
+            let _ = write!(
+                scopes,
+                "<div class=\"sub\">missing (tick in Coupa and add to scopes): {}</div>",
+                chips(missing, "missing")
+            );
+        }
+        let unused = items(&report["unused"]);
+        if !unused.is_empty() {
+            let _ = write!(
+                scopes,
+                "<div class=\"sub\">not used by traffic so far: {}</div>",
+                chips(unused, "unused")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<tr><td><b>{}</b><div class=\"sub\">{}</div></td><td>{}</td><td class=\"nw\">{token_cell}</td>\
+             <td class=\"nw\">{}</td><td class=\"nw\">{}</td><td class=\"n\">{} / {}</td><td>{error_cell}</td><td>{scopes}</td></tr>",
+            t(&c["name"]),
+            t(&c["client_id"]),
+            t(&c["instance"]),
+            when(&c["last_refresh"], now),
+            escape_html(&next),
+            u(&c["refreshes"]["success"]),
+            u(&c["refreshes"]["failure"]),
+        );
+    }
+    out.push_str("</table></section>\n");
+}
+
+fn routes(out: &mut String, routes: &[Value]) {
+    out.push_str("<section id=\"routes\"><h2>Routes</h2>\n");
+    if routes.is_empty() {
+        out.push_str("<p class=\"empty\">No routes configured.</p></section>\n");
+        return;
+    }
+    out.push_str(
+        "<table><tr><th>prefix</th><th>instance · client</th><th>mode</th><th>scope check</th>\
+         <th>callers</th><th class=\"n\">2xx</th><th class=\"n\">3xx</th><th class=\"n\">4xx</th>\
+         <th class=\"n\">5xx</th><th class=\"n\">total</th>\
+         <th class=\"n\" title=\"share of responses with a 5xx status\">5xx rate</th><th class=\"n\">timeout</th></tr>\n",
+    );
+    for r in routes {
+        let by = &r["responses"];
+        let total: u64 = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .iter()
+            .map(|c| u(&by[*c]))
+            .sum();
+        let rate = if total == 0 {
+            "—".to_owned()
+        } else {
+            let pct = u(&by["5xx"]) as f64 * 100.0 / total as f64;
+            let class = if pct >= 5.0 {
+                "bad"
+            } else if pct > 0.0 {
+                "warn"
+            } else {
+                "ok"
+            };
+            badge(class, &format!("{pct:.1}%"))
+        };
+        let mut callers: Vec<String> = items(&r["integrations"]).iter().map(t).collect();
+        if r["anonymous_allowed"].as_bool() == Some(true) {
+            callers.push("<i>anyone</i>".to_owned());
+        }
+        let callers = if callers.is_empty() {
+            "—".to_owned()
+        } else {
+            callers.join(", ")
+        };
+        let timeout = r["timeout_s"]
+            .as_f64()
+            .map(|s| human_secs(s.round() as u64))
+            .unwrap_or_else(|| "—".to_owned());
+        let _ = writeln!(
+            out,
+            "<tr><td><code>{}</code></td><td>{} · {}</td><td>{}</td><td>{}</td><td>{callers}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{total}</td><td class=\"n\">{rate}</td><td class=\"n\">{}</td></tr>",
+            t(&r["prefix"]),
+            t(&r["instance"]),
+            t(&r["client"]),
+            mode_badge(&r["mode"]),
+            t(&r["scope_check"]),
+            u(&by["2xx"]),
+            u(&by["3xx"]),
+            u(&by["4xx"]),
+            u(&by["5xx"]),
+            escape_html(&timeout),
+        );
+    }
+    out.push_str("</table></section>\n");
+}
+
+fn integrations(out: &mut String, list: &[Value], now: SystemTime) {
+    out.push_str("<section id=\"integrations\"><h2>Integrations and migration</h2>\n");
+    if list.is_empty() {
+        out.push_str(
+            "<p class=\"empty\">No [[integrations]] configured and no traffic from unrecognised \
+             callers yet.</p></section>\n",
+        );
+        return;
+    }
+    out.push_str(
+        "<table><tr><th>integration</th><th>verdict</th><th>routes (mode · 2xx/4xx/5xx · passthrough)</th>\
+         <th class=\"n\">legacy-key requests</th><th>last seen</th><th>last passthrough</th></tr>\n",
+    );
+    for g in list {
+        let mut verdict = verdict_badge(&g["verdict"]);
+        if g["verdict"].as_str() == Some("migrated") {
+            let _ = write!(
+                verdict,
+                "<div class=\"sub\">key safe to revoke {} if no passthrough traffic appears</div>",
+                when(&g["safe_to_revoke_at"], now)
+            );
+        }
+        let mut name = format!("<b>{}</b>", t(&g["name"]));
+        if g["configured"].as_bool() == Some(false) && !g["verdict"].is_null() {
+            name.push_str("<div class=\"sub\">no longer in the configuration</div>");
+        }
+        let routes: Vec<String> = items(&g["routes"])
+            .iter()
+            .map(|r| {
+                let req = &r["requests"];
+                format!(
+                    "<div><code>{}</code> {} {}/{}/{} · {}{}</div>",
+                    t(&r["prefix"]),
+                    mode_badge(&r["mode"]),
+                    u(&req["2xx"]),
+                    u(&req["4xx"]),
+                    u(&req["5xx"]),
+                    u(&r["passthrough_requests"]),
+                    if r["allowed"].as_bool() == Some(false) {
+                        " <span class=\"err\">(not allowed)</span>"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect();
+        let routes = if routes.is_empty() {
+            "—".to_owned()
+        } else {
+            routes.concat()
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{name}</td><td>{verdict}</td><td>{routes}</td><td class=\"n\">{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            u(&g["legacy_key_requests"]),
+            when(&g["last_seen"], now),
+            when(&g["last_passthrough"], now),
+        );
+    }
+    out.push_str("</table></section>\n");
+}
+
+fn instances(out: &mut String, list: &[Value]) {
+    out.push_str("<section id=\"instances\"><h2>Coupa instances</h2>\n");
+    if list.is_empty() {
+        out.push_str("<p class=\"empty\">No instances configured.</p></section>\n");
+        return;
+    }
+    out.push_str("<table><tr><th>instance</th><th>API</th><th>token endpoint</th></tr>\n");
+    for i in list {
+        let _ = writeln!(
+            out,
+            "<tr><td><b>{}</b></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            t(&i["name"]),
+            t(&i["url"]),
+            t(&i["token_url"]),
+        );
+    }
+    out.push_str("</table></section>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn at(s: &str) -> SystemTime {
+        humantime::parse_rfc3339(s).unwrap()
+    }
+
+    fn sample() -> Value {
+        json!({
+            "version": "0.1.0",
+            "started_at": "2026-01-01T00:00:00Z",
+            "uptime_s": 3725,
+            "config": "/etc/coupa-gateway/proxy.toml",
+            "ready": true,
+            "instances": [{"name": "prod", "url": "https://acme.coupahost.com", "token_url": "https://acme.coupahost.com/oauth2/token"}],
+            "clients": [{
+                "name": "prod-main", "instance": "prod", "client_id": "acme-erp",
+                "scopes": ["core.invoice.read", "core.user.read"],
+                "token": {"valid": true, "minted_at": "2026-01-01T00:00:05Z", "expires_at": "2026-01-02T00:00:05Z",
+                          "seconds_left": 7200, "granted_scope": "core.invoice.read core.user.read"},
+                "last_refresh": "2026-01-01T00:00:05Z",
+                "last_error": {"at": "2026-01-01T01:00:00Z", "kind": "invalid_client",
+                               "message": "Client authentication failed <b>", "hint": "check client_id & secret"},
+                "consecutive_failures": 2, "next_refresh_in_s": 60,
+                "refreshes": {"success": 1, "failure": 2},
+                "scope_report": {"configured": ["core.invoice.read", "core.user.read"], "needed": [],
+                                 "missing": ["core.supplier.write"], "unused": ["core.user.read"]},
+            }],
+            "routes": [{
+                "prefix": "/prod", "instance": "prod", "client": "prod-main", "mode": "oauth",
+                "scope_check": "enforce", "anonymous_allowed": false, "integrations": ["erp"],
+                "timeout_s": 120.0,
+                "responses": {"1xx": 0, "2xx": 95, "3xx": 0, "4xx": 0, "5xx": 5},
+            }, {
+                "prefix": "/legacy", "instance": "prod", "client": "prod-main", "mode": "passthrough",
+                "scope_check": "warn", "anonymous_allowed": true, "integrations": [],
+                "timeout_s": 30.0,
+                "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
+            }],
+            "integrations": [{
+                "name": "<script>alert(\"pwned\")</script>", "configured": true, "verdict": "not_migrated",
+                "safe_to_revoke_at": null, "last_seen": "2026-01-01T01:00:00Z", "legacy_key_requests": 3,
+                "last_passthrough": "2026-01-01T01:00:00Z",
+                "routes": [{"prefix": "/legacy", "mode": "passthrough", "allowed": true,
+                            "requests": {"1xx": 0, "2xx": 3, "3xx": 0, "4xx": 0, "5xx": 0},
+                            "passthrough_requests": 3}],
+            }, {
+                "name": "erp", "configured": true, "verdict": "migrated",
+                "safe_to_revoke_at": "2026-01-08T00:00:00Z", "last_seen": null, "legacy_key_requests": 0,
+                "last_passthrough": null, "routes": [],
+            }, {
+                "name": "old-sync", "configured": true, "verdict": "safe_to_revoke_key",
+                "safe_to_revoke_at": null, "last_seen": null, "legacy_key_requests": 0,
+                "last_passthrough": null, "routes": [],
+            }, {
+                "name": "anonymous", "configured": false, "verdict": null, "routes": [],
+            }],
+            "reload": {"last_at": null, "last_error": null, "restart_required": [], "applied": 0, "refused": 0},
+        })
+    }
+
+    #[test]
+    fn escape_html_covers_text_and_attributes() {
+        assert_eq!(
+            escape_html(r#"<a href="x" title='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape_html("prod-main"), "prod-main");
+    }
+
+    #[test]
+    fn hostile_strings_are_escaped() {
+        let page = render(&sample(), at("2026-01-01T02:00:00Z"));
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(!page.contains("<b>\""));
+        assert!(page.contains("&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;"));
+        assert!(page.contains("Client authentication failed &lt;b&gt;"));
+        assert!(page.contains("hint: check client_id &amp; secret"));
+        // The only tags are ours: no attribute was broken out of.
+        assert!(!page.contains("\"pwned\""));
+    }
+
+    #[test]
+    fn verdicts_modes_tokens_and_rates_are_shown() {
+        let page = render(&sample(), at("2026-01-01T02:00:00Z"));
+        for text in [
+            "NOT MIGRATED",
+            "MIGRATED</span><div class=\"sub\">key safe to revoke",
+            "SAFE TO REVOKE ITS API KEY",
+            "unrecognised callers",
+            "READY",
+            "VALID",
+            "2h 0m left",
+            "in 1m 0s",
+            "5.0%",
+            "invalid_client",
+            "core.supplier.write",
+            "passthrough",
+            "<i>anyone</i>",
+            "https://acme.coupahost.com/oauth2/token",
+            "up 1h 2m",
+            "1h 0m ago",
+            "content=\"5\"",
+        ] {
+            assert!(page.contains(text), "missing {text:?} in\n{page}");
+        }
+        assert!(!page.contains("NOT READY"));
+    }
+
+    #[test]
+    fn expiring_and_missing_tokens_stand_out() {
+        let mut s = sample();
+        s["clients"][0]["token"]["seconds_left"] = json!(1800);
+        s["ready"] = json!(false);
+        let page = render(&s, SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+        assert!(page.contains("EXPIRING"));
+        assert!(page.contains("30m 0s left"));
+        assert!(page.contains("NOT READY"));
+        s["clients"][0]["token"] = Value::Null;
+        assert!(render(&s, SystemTime::now()).contains("NO TOKEN"));
+    }
+
+    #[test]
+    fn empty_states() {
+        let mut s = sample();
+        for key in ["clients", "routes", "integrations", "instances"] {
+            s[key] = json!([]);
+        }
+        let page = render(&s, SystemTime::now());
+        assert!(page.contains("No OAuth clients configured."));
+        assert!(page.contains("No routes configured."));
+        assert!(page.contains("No [[integrations]] configured"));
+        assert!(page.contains("No instances configured."));
+        // A document missing everything still renders.
+        let bare = render(&json!({}), SystemTime::now());
+        assert!(bare.contains("NOT READY") && bare.ends_with("</html>\n"));
+    }
+
+    #[test]
+    fn refused_reload_is_shown() {
+        let mut s = sample();
+        s["reload"] = json!({"last_at": "2026-01-01T01:59:00Z", "last_error": "routes[0].client: no client named \"x\"",
+                             "restart_required": ["admin.listen (a -> b)"], "applied": 1, "refused": 1});
+        let page = render(&s, at("2026-01-01T02:00:00Z"));
+        assert!(page.contains("LAST RELOAD REFUSED"));
+        assert!(page.contains("no client named &quot;x&quot;"));
+        assert!(page.contains("RESTART REQUIRED"));
+        assert!(page.contains("admin.listen (a -&gt; b)"));
+        assert!(page.contains("1m 0s ago"));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_secs(0), "0s");
+        assert_eq!(human_secs(59), "59s");
+        assert_eq!(human_secs(61), "1m 1s");
+        assert_eq!(human_secs(72_000), "20h 0m");
+        assert_eq!(human_secs(90_000), "1d 1h");
+    }
+}
