@@ -194,12 +194,18 @@ fn admin_base(admin: Option<&str>, path: &Path) -> String {
     format!("http://{addr}")
 }
 
+/// A client for the admin listener, which is private and close by: never through an
+/// outbound proxy.
+fn admin_client() -> Result<reqwest::Client, String> {
+    token::http_client(crate::tls::client_config(None)?, &ProxyRules::direct())
+}
+
 /// `coupa-gateway health`: exit 0 when the admin listener answers 2xx on `/healthz` (or
 /// `/readyz` with `ready`) within 5 s. For container health checks on images without curl.
 pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(), String> {
     let base = admin_base(admin, path);
     let url = format!("{base}/{}", if ready { "readyz" } else { "healthz" });
-    let resp = token::http_client(crate::tls::client_config())
+    let resp = admin_client()?
         .get(&url)
         .timeout(Duration::from_secs(5))
         .send()
@@ -220,9 +226,7 @@ pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(),
 pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
     let base = admin_base(admin, path);
     let url = format!("{base}/status");
-    // The admin listener is private and close by: never through an outbound proxy.
-    let tls = crate::tls::client_config(None)?;
-    let resp = token::http_client(tls, &ProxyRules::direct())?
+    let resp = admin_client()?
         .get(&url)
         .timeout(Duration::from_secs(10))
         .send()
