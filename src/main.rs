@@ -14,6 +14,15 @@ use coupa_gateway::config::LogFormat;
     about = "Authenticating reverse proxy: legacy Coupa API-key integrations in, OAuth 2.0 bearer tokens out"
 )]
 struct Cli {
+    /// The configuration file (every command that reads one).
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "proxy.toml",
+        env = "COUPA_GATEWAY_CONFIG"
+    )]
+    config: PathBuf,
     /// Log line format: "text" or "json" (default: [log] format in the config, else text).
     #[arg(long, global = true, env = "COUPA_GATEWAY_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -21,42 +30,27 @@ struct Cli {
     command: Command,
 }
 
+/// Where the mock Coupa instances listen.
+#[derive(clap::Args)]
+struct MockAddrs {
+    /// Address of the mock "prod" instance.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    prod: std::net::SocketAddr,
+    /// Address of the mock "test" instance.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    test: std::net::SocketAddr,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
-    Serve {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = "proxy.toml",
-            env = "COUPA_GATEWAY_CONFIG"
-        )]
-        config: PathBuf,
-    },
+    Serve,
     /// Validate the configuration and print the routing table; exits non-zero on error.
-    Check {
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = "proxy.toml",
-            env = "COUPA_GATEWAY_CONFIG"
-        )]
-        config: PathBuf,
-    },
+    Check,
     /// Connectivity test: fetch a token for CLIENT and print instance, granted scope and lifetime.
     Token {
         /// The client's name (`[clients.NAME]`).
         client: String,
-        /// The configuration file.
-        #[arg(
-            long,
-            short,
-            default_value = "proxy.toml",
-            env = "COUPA_GATEWAY_CONFIG"
-        )]
-        config: PathBuf,
         /// Also print the access token (it grants API access: handle with care).
         #[arg(long)]
         show_token: bool,
@@ -68,14 +62,6 @@ enum Command {
         /// The admin listener's base URL (default: from the config file's admin.listen).
         #[arg(long)]
         admin: Option<String>,
-        /// The configuration file, to find the admin listener.
-        #[arg(
-            long,
-            short,
-            default_value = "proxy.toml",
-            env = "COUPA_GATEWAY_CONFIG"
-        )]
-        config: PathBuf,
     },
     /// Exit 0 when the running gateway's admin listener answers /healthz (or /readyz with
     /// --ready) with 2xx within 5 s; for container health checks on images without curl.
@@ -86,40 +72,16 @@ enum Command {
         /// Check readiness (every client holds a valid token) instead of liveness.
         #[arg(long)]
         ready: bool,
-        /// The configuration file, to find the admin listener.
-        #[arg(
-            long,
-            short,
-            default_value = "proxy.toml",
-            env = "COUPA_GATEWAY_CONFIG"
-        )]
-        config: PathBuf,
     },
     /// Run the built-in mock Coupa (instances "prod" and "test") on its own.
     Mock {
-        /// Address of the mock "prod" instance.
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        prod: std::net::SocketAddr,
-        /// Address of the mock "test" instance.
-        #[arg(long, default_value = "127.0.0.1:8082")]
-        test: std::net::SocketAddr,
+        #[command(flatten)]
+        mocks: MockAddrs,
     },
     /// The mock Coupa and the gateway in one process, with ready-to-paste curl lines.
     Demo {
-        /// The configuration file (the default one targets the mock).
-        #[arg(
-            long,
-            short,
-            default_value = "proxy.toml",
-            env = "COUPA_GATEWAY_CONFIG"
-        )]
-        config: PathBuf,
-        /// Address of the mock "prod" instance.
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        prod: std::net::SocketAddr,
-        /// Address of the mock "test" instance.
-        #[arg(long, default_value = "127.0.0.1:8082")]
-        test: std::net::SocketAddr,
+        #[command(flatten)]
+        mocks: MockAddrs,
     },
 }
 
@@ -130,7 +92,7 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     });
     // serve and demo read the format from the config file when no flag is given.
-    if !matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+    if !matches!(cli.command, Command::Serve | Command::Demo { .. }) {
         commands::init_logging(log_format.unwrap_or(LogFormat::Text));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -144,24 +106,21 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        let config = &cli.config;
         match cli.command {
-            Command::Serve { config } => commands::serve(&config, log_format).await,
-            Command::Check { config } => commands::check(&config),
-            Command::Token {
-                client,
-                config,
-                show_token,
-            } => commands::token(&config, &client, show_token).await,
+            Command::Serve => commands::serve(config, log_format).await,
+            Command::Check => commands::check(config),
+            Command::Token { client, show_token } => {
+                commands::token(config, &client, show_token).await
+            }
             Command::HashKey => commands::hash_key(),
-            Command::Report { admin, config } => commands::report(admin.as_deref(), &config).await,
-            Command::Health {
-                admin,
-                ready,
-                config,
-            } => commands::health(admin.as_deref(), &config, ready).await,
-            Command::Mock { prod, test } => commands::mock(prod, test).await,
-            Command::Demo { config, prod, test } => {
-                commands::demo(&config, prod, test, log_format).await
+            Command::Report { admin } => commands::report(admin.as_deref(), config).await,
+            Command::Health { admin, ready } => {
+                commands::health(admin.as_deref(), config, ready).await
+            }
+            Command::Mock { mocks } => commands::mock(mocks.prod, mocks.test).await,
+            Command::Demo { mocks } => {
+                commands::demo(config, mocks.prod, mocks.test, log_format).await
             }
         }
     });
