@@ -29,12 +29,13 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Names listed in Connection are per-hop by declaration (RFC 9110 §7.6.1).
     if headers.contains_key(header::CONNECTION) {
+        // Split the raw bytes, not `to_str()`: one obs-text byte (which hyper accepts) in a
+        // value must not hide the valid names listed beside it.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
@@ -147,6 +148,26 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h[header::ACCEPT], "application/json");
+    }
+
+    #[test]
+    fn connection_names_go_even_beside_non_ascii_elements() {
+        // Found by tests/properties.rs: a Connection value holding a byte >= 0x80 anywhere
+        // used to be skipped whole, so the names it listed were forwarded.
+        for value in [
+            &b"x-hop, caf\xe9"[..],
+            "x-hop, café".as_bytes(),
+            b"\xff,x-hop",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_bytes(value).unwrap());
+            h.insert("x-hop", HeaderValue::from_static("1"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            remove_hop_by_hop(&mut h);
+            assert!(h.get("x-hop").is_none(), "{value:?}");
+            assert!(h.get(header::CONNECTION).is_none());
+            assert_eq!(h[header::ACCEPT], "*/*");
+        }
     }
 
     #[test]
