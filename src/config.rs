@@ -1118,8 +1118,7 @@ impl Validator<'_> {
             (None, Some(file)) => {
                 let file = self.expand(&file_key, file, "export it or write the path directly")?;
                 let path = self.base_dir.join(file);
-                let read = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read \"{}\": {e}", path.display()));
+                let read = read_secret_file(&path);
                 let secret = self.check(&file_key, read)?.trim_end().to_owned();
                 let hint = format!(
                     "\"{}\" is empty; write the client's secret into it",
@@ -1513,6 +1512,27 @@ fn parse_sha256(value: &str) -> Result<[u8; 32], String> {
         out[i] = u8::from_str_radix(hex, 16).map_err(|_| hint.to_owned())?;
     }
     Ok(out)
+}
+
+/// Largest secret file read: a client secret is tens of bytes; a FIFO or a device named by
+/// mistake must not hang or exhaust memory at start-up or on reload.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+fn read_secret_file(path: &Path) -> Result<String, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read \"{shown}\": {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "\"{shown}\" is not a regular file; point it at the file holding the secret"
+        ));
+    }
+    if meta.len() > MAX_SECRET_FILE {
+        return Err(format!(
+            "\"{shown}\" is {} bytes, too large for a client secret (at most {MAX_SECRET_FILE}); is it the right file?",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read \"{shown}\": {e}"))
 }
 
 /// A CIDR network or a single address.
@@ -2714,5 +2734,32 @@ no_proxy = ".corp,10.0.0.0/8"
         assert_eq!(parse_size("1.5MB"), None);
         assert_eq!(parse_size("MB"), None);
         assert_eq!(parse_size("99999999999999999999GiB"), None);
+    }
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        let dir = TempDir::new("secret-kinds");
+        std::fs::write(dir.0.join("big"), vec![b'x'; 70 * 1024]).expect("write");
+        let with_file = |file: &str| {
+            minimal().replace(
+                &format!("client_secret = \"{SECRET}\""),
+                &format!("client_secret_file = \"{file}\""),
+            )
+        };
+        let err = parse_with(&with_file("big"), &[], &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clients.prod-main.client_secret_file") && err.contains("too large"),
+            "{err}"
+        );
+        let err = parse_with(&with_file("/dev/null/x"), &[], &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read"), "{err}");
+        let err = parse_with(&with_file("."), &[], &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }
