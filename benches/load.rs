@@ -22,6 +22,7 @@
 //! `LOAD_IDLE_CONNS` (default 1000), `LOAD_WRK=0` (skip wrk), `LOAD_PROXIES=0` (gateway and
 //! direct only), `LOAD_RESULTS` (markdown output; default `benches/RESULTS.md`, `-` for none),
 //! `LOAD_GATEWAY_BIN` (the gateway binary; default `target/release/coupa-gateway`),
+//! `LOAD_SCENARIOS` (default `memory,small,wrk,big,refresh`),
 //! `LOAD_COMPARE_BIN` (a second gateway binary, measured interleaved as `gateway-b`: A/B
 //! ratios of two builds in one run).
 
@@ -70,6 +71,13 @@ struct Settings {
     wrk: bool,
     proxies: bool,
     results: Option<PathBuf>,
+    scenarios: Vec<String>,
+}
+
+impl Settings {
+    fn runs(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|s| s == scenario)
+    }
 }
 
 impl Settings {
@@ -109,6 +117,11 @@ impl Settings {
             wrk: var("LOAD_WRK").as_deref() != Some("0"),
             proxies: var("LOAD_PROXIES").as_deref() != Some("0"),
             results,
+            scenarios: var("LOAD_SCENARIOS")
+                .unwrap_or_else(|| "memory,small,wrk,big,refresh".into())
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect(),
         }
     }
 }
@@ -187,6 +200,8 @@ struct Upstream {
     revocation: AtomicU8,
     revoked: Mutex<Option<HeaderValue>>,
     rejected_401: AtomicU64,
+    /// Connections accepted: a proxy whose pool works opens few.
+    accepted: AtomicU64,
 }
 
 impl Upstream {
@@ -198,6 +213,7 @@ impl Upstream {
             revocation: AtomicU8::new(0),
             revoked: Mutex::new(None),
             rejected_401: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
         })
     }
 
@@ -274,6 +290,7 @@ async fn serve_upstream(listener: TcpListener, up: Arc<Upstream>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        up.accepted.fetch_add(1, Ordering::Relaxed);
         let up = up.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| up.clone().handle(req));
@@ -971,6 +988,8 @@ fn mb(kb: u64) -> String {
 struct Row {
     rps: Vec<f64>,
     errors: u64,
+    /// Upstream connections opened during the samples.
+    opened: u64,
     hist: Option<Histogram<u64>>,
     p99s: Vec<f64>,
 }
@@ -1206,7 +1225,10 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
     // --- memory: idle, then holding idle keep-alive connections ---
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut mem_table: BTreeMap<&str, [u64; 3]> = BTreeMap::new();
-    for t in targets.iter().filter(|t| t.proc.is_some()) {
+    for t in targets
+        .iter()
+        .filter(|t| t.proc.is_some() && s.runs("memory"))
+    {
         let idle = t.proc.as_ref().map(Proc::mem).unwrap_or_default();
         let mut held = Vec::with_capacity(s.idle_conns);
         for batch in 0..s.idle_conns.div_ceil(50) {
@@ -1245,28 +1267,33 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
 
     // --- throughput and latency, hyper client ---
     r.line("### Small requests: paged GET, ~1 KB JSON (hyper closed-loop client)\n");
-    r.line("| conns | target | req/s | p50 ms | p99 ms | p99.9 ms | errors |");
-    r.line("|---:|---|---:|---:|---:|---:|---:|");
+    r.line("| conns | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | upstream connections opened |");
+    r.line("|---:|---|---:|---:|---:|---:|---:|---:|");
     let mut ratio_lines = Vec::new();
     let mut ab_lines = Vec::new();
-    for &conns in &s.conns {
+    let small_conns = if s.runs("small") { &s.conns[..] } else { &[] };
+    for &conns in small_conns {
         let mut rows: BTreeMap<&str, Row> = BTreeMap::new();
         for round in 0..s.rounds {
             for k in 0..targets.len() {
                 let t = &targets[(k + round) % targets.len()];
+                let opened = upstream.accepted.load(Ordering::Relaxed);
                 let sample = hyper_sample(t, conns, s.warmup, s.seconds, None).await;
-                rows.entry(t.name).or_default().add(&sample);
+                let row = rows.entry(t.name).or_default();
+                row.add(&sample);
+                row.opened += upstream.accepted.load(Ordering::Relaxed) - opened;
             }
         }
         for name in &names {
             let row = &rows[name];
             r.line(&format!(
-                "| {conns} | {name} | {:.0} | {} | {} | {} | {} |",
+                "| {conns} | {name} | {:.0} | {} | {} | {} | {} | {} |",
                 median(row.rps.clone()),
                 ms(row.q(0.5)),
                 ms(row.q(0.99)),
                 ms(row.q(0.999)),
-                row.errors
+                row.errors,
+                row.opened,
             ));
         }
         let gw = &rows["gateway"];
@@ -1311,7 +1338,7 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
     }
 
     // --- the same with wrk, at 64 connections ---
-    if let (true, Some(wrk)) = (s.wrk, on_path("wrk")) {
+    if let (true, Some(wrk)) = (s.wrk && s.runs("wrk"), on_path("wrk")) {
         let conns = 64;
         let mut rows: BTreeMap<&str, Vec<WrkSample>> = BTreeMap::new();
         for round in 0..s.rounds {
@@ -1351,7 +1378,8 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
     let mut big: BTreeMap<&str, [Vec<f64>; 2]> = BTreeMap::new();
     let gw_big_rss = Arc::new(AtomicU64::new(0));
     let gw_before = targets[1].proc.as_ref().map(Proc::mem).unwrap_or_default();
-    for round in 0..s.rounds {
+    let big_rounds = if s.runs("big") { s.rounds } else { 0 };
+    for round in 0..big_rounds {
         for k in 0..targets.len() {
             let t = &targets[(k + round) % targets.len()];
             for (i, upload) in [true, false].into_iter().enumerate() {
@@ -1374,53 +1402,62 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
             }
         }
     }
-    let gw_after = targets[1].proc.as_ref().map(Proc::mem).unwrap_or_default();
-    r.line(&format!(
-        "\n### Large bodies: {} MB upload and download, one connection (MB/s, median over rounds)\n",
-        s.big_bytes >> 20
-    ));
-    r.line("| target | upload MB/s | download MB/s | upload ÷ direct | download ÷ direct |");
-    r.line("|---|---:|---:|---:|---:|");
-    for name in &names {
-        let [up, down] = &big[name];
-        let [dup, ddown] = &big["direct"];
+    if s.runs("big") {
+        let gw_after = targets[1].proc.as_ref().map(Proc::mem).unwrap_or_default();
         r.line(&format!(
-            "| {name} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            median(up.clone()),
-            median(down.clone()),
-            paired(up, dup),
-            paired(down, ddown)
+            "\n### Large bodies: {} MB upload and download, one connection (MB/s, median over rounds)\n",
+            s.big_bytes >> 20
+        ));
+        r.line("| target | upload MB/s | download MB/s | upload ÷ direct | download ÷ direct |");
+        r.line("|---|---:|---:|---:|---:|");
+        for name in &names {
+            let [up, down] = &big[name];
+            let [dup, ddown] = &big["direct"];
+            r.line(&format!(
+                "| {name} | {:.0} | {:.0} | {:.2} | {:.2} |",
+                median(up.clone()),
+                median(down.clone()),
+                paired(up, dup),
+                paired(down, ddown)
+            ));
+        }
+        r.line(&format!(
+            "\nGateway RSS: {} MB before the transfers, at most {} MB while they streamed (sampled every 20 ms), {} MB after.",
+            mb(gw_before.rss_kb),
+            mb(gw_big_rss.load(Ordering::Relaxed)),
+            mb(gw_after.rss_kb)
         ));
     }
-    r.line(&format!(
-        "\nGateway RSS: {} MB before the transfers, at most {} MB while they streamed (sampled every 20 ms), {} MB after.",
-        mb(gw_before.rss_kb),
-        mb(gw_big_rss.load(Ordering::Relaxed)),
-        mb(gw_after.rss_kb)
-    ));
 
     // --- memory table ---
-    r.line("\n### Memory (RSS, MB; nginx: master + workers summed)\n");
-    r.line(&format!(
+    if s.runs("memory") {
+        r.line("\n### Memory (RSS, MB; nginx: master + workers summed)\n");
+        r.line(&format!(
         "| proxy | idle | holding {} idle keep-alive connections | peak over the whole run (VmHWM) |",
         s.idle_conns
     ));
-    r.line("|---|---:|---:|---:|");
-    for t in targets.iter().filter(|t| t.proc.is_some()) {
-        let m = mem_table.get_mut(t.name).expect("measured");
-        m[2] = t.proc.as_ref().map(Proc::mem).unwrap_or_default().hwm_kb;
-        r.line(&format!(
-            "| {} | {} | {} | {} |",
-            t.name,
-            mb(m[0]),
-            mb(m[1]),
-            mb(m[2])
-        ));
+        r.line("|---|---:|---:|---:|");
+        for t in targets
+            .iter()
+            .filter(|t| t.proc.is_some() && s.runs("memory"))
+        {
+            let m = mem_table.get_mut(t.name).expect("measured");
+            m[2] = t.proc.as_ref().map(Proc::mem).unwrap_or_default().hwm_kb;
+            r.line(&format!(
+                "| {} | {} | {} | {} |",
+                t.name,
+                mb(m[0]),
+                mb(m[1]),
+                mb(m[2])
+            ));
+        }
     }
     drop(targets);
 
     // --- token refresh ---
-    refresh_scenario(s, dir, up_addr, upstream, &mut r).await;
+    if s.runs("refresh") {
+        refresh_scenario(s, dir, up_addr, upstream, &mut r).await;
+    }
     mock.shutdown().await;
     r
 }
