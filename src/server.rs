@@ -180,9 +180,12 @@ fn connection_builder(server: &crate::config::Server) -> auto::Builder<TokioExec
     builder
         .http1()
         .timer(TokioTimer::new())
-        // hyper starts this timer when it waits for a request head, idle keep-alive time
-        // included, so it bounds idle connections and slow headers alike.
-        .header_read_timeout(server.idle_timeout.max(server.header_timeout))
+        // No hyper header timer: `LenientTargets` (below) already closes a connection whose
+        // head is slow (`header_timeout`) or that idles between requests (`idle_timeout`).
+        // PERF: hyper's timer is dropped after every head and re-armed for the next one: a
+        // boxed `Sleep`, a timer-wheel insert and removal and an extra read wake-up per
+        // request (effect measured in benches/RESULTS.md).
+        .header_read_timeout(None)
         // hyper answers 431 beyond this; Coupa JWTs are several KB, so keep headroom.
         .max_buf_size(server.max_header_bytes.max(8192))
         .keep_alive(true);
@@ -356,9 +359,16 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
         let (stream, _peer) = accept(&listener).await;
         let shared = shared.clone();
         let builder = builder.clone();
+        let server = &shared.runtime.load().config.server;
+        let (header_timeout, idle_timeout) = (server.header_timeout, server.idle_timeout);
         tokio::spawn(async move {
+            // The builder has no header timer of its own (see `connection_builder`): the
+            // wrapper's header and idle timeouts protect the admin port too. Admin requests
+            // are instant, so they need no in-flight accounting.
+            let io =
+                LenientTargets::with_limits(stream, Arc::default(), header_timeout, idle_timeout);
             let svc = service_fn(move |req| admin::handle(shared.clone(), req));
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            let _ = builder.serve_connection(TokioIo::new(io), svc).await;
         });
     }
 }

@@ -276,17 +276,16 @@ async fn json_logs_carry_one_access_line_per_request_without_query_values() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
+    // The first token may be minted before or after the listener logs: wait for both.
+    let (mut addr, mut minted) = (None, false);
+    while addr.is_none() || !minted {
         let v = next_json(&mut lines).await;
         if v["message"] == "coupa-gateway listening" {
-            break v["addr"].as_str().unwrap().to_string();
+            addr = Some(v["addr"].as_str().unwrap().to_string());
         }
-    };
-    loop {
-        if next_json(&mut lines).await["message"] == "token minted" {
-            break;
-        }
+        minted |= v["message"] == "token minted";
     }
+    let addr = addr.unwrap();
     let r = Http::new()
         .get(
             &format!(

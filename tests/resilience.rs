@@ -557,3 +557,29 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_admin_port_closes_stalled_and_idle_connections_too() {
+    let prod = mock("prod").await;
+    let gw = start(&toml(
+        &prod,
+        NO_LIMIT,
+        "header_timeout = \"1s\"\nidle_timeout = \"1s\"",
+        "",
+    ))
+    .await;
+    let mut buf = Vec::new();
+    let mut s = tokio::net::TcpStream::connect(gw.admin_addr())
+        .await
+        .unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a stalled admin request was not cut off");
+    let mut s = tokio::net::TcpStream::connect(gw.admin_addr())
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "an idle admin connection was kept open");
+}
