@@ -71,6 +71,9 @@ pub struct Server {
     pub retry_body_limit: u64,
     /// `[server.tls]`: terminate TLS on the listener.
     pub tls: Option<ServerTls>,
+    /// `workers`, default: the number of CPUs. Proxy threads, each with its own event loop and
+    /// its own pool of connections to Coupa (restart to change).
+    pub workers: usize,
 }
 
 /// `[server.tls]`
@@ -508,6 +511,7 @@ struct RawServer {
     shutdown_grace: Option<String>,
     retry_body_limit: Option<RawSize>,
     tls: Option<RawServerTls>,
+    workers: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -733,6 +737,19 @@ impl Validator<'_> {
                 1024 * 1024,
             ),
             tls: raw.server.tls.as_ref().and_then(|t| self.server_tls(t)),
+            workers: match raw.server.workers {
+                Some(n @ (0 | 257..)) => {
+                    self.problem(
+                        "server.workers",
+                        format!(
+                            "{n} is out of range; use 1 to 256, or leave it out for one per CPU"
+                        ),
+                    );
+                    1
+                }
+                Some(n) => n,
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
         };
         let admin = Admin {
             listen: self.listen(
@@ -2696,9 +2713,16 @@ no_proxy = ".corp,10.0.0.0/8"
         );
 
         assert_error(
-            &(minimal() + "[server]\nmax_header_bytes = 1000\nmax_body_bytes = \"lots\"\nmax_concurrent_requests = 0\n"),
-            &["server.max_header_bytes: 1000 is below", "server.max_body_bytes: \"lots\" is not a size", "server.max_concurrent_requests: 0"],
+            &(minimal() + "[server]\nmax_header_bytes = 1000\nmax_body_bytes = \"lots\"\nmax_concurrent_requests = 0\nworkers = 0\n"),
+            &["server.max_header_bytes: 1000 is below", "server.max_body_bytes: \"lots\" is not a size", "server.max_concurrent_requests: 0", "server.workers: 0 is out of range; use 1 to 256"],
         );
+        assert_eq!(
+            d.server.workers,
+            std::thread::available_parallelism().unwrap().get(),
+            "one worker per CPU by default"
+        );
+        let three = parse(&(minimal() + "[server]\nworkers = 3\n")).expect("valid");
+        assert_eq!(three.server.workers, 3);
         assert_error(
             &minimal().replace(
                 "[instances.prod]\n",

@@ -68,6 +68,13 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
         ));
         config.admin.listen = current.config.admin.listen;
     }
+    if config.server.workers != current.config.server.workers {
+        restart_required.push(format!(
+            "server.workers ({} -> {})",
+            current.config.server.workers, config.server.workers
+        ));
+        config.server.workers = current.config.server.workers;
+    }
     if config.log.format != current.config.log.format {
         restart_required.push("log.format".to_owned());
     }

@@ -85,8 +85,10 @@ pub struct Runtime {
     pub routes: RouteTable<RouteTarget>,
     /// Token cells by client name.
     pub tokens: BTreeMap<String, Arc<TokenCell>>,
-    /// The pooled client towards Coupa.
-    pub upstream: UpstreamClient,
+    /// The pooled clients towards Coupa, one per proxy worker (`server.workers`): a worker's
+    /// pooled connections run as tasks on its own event loop, so handing a request to one
+    /// never wakes another thread.
+    pub upstream: Arc<[UpstreamClient]>,
     /// Client for token endpoints: same TLS roots and outbound proxy as `upstream`.
     pub token_http: reqwest::Client,
     /// TLS for the proxy listener (`[server.tls]`), read from its files when this snapshot was
@@ -235,7 +237,13 @@ impl Runtime {
                 // `ca_file` is read a second time here; a file replaced in between is caught
                 // by the next reload (the watcher sees it changed).
                 let tls = crate::tls::client_config(config.upstream.ca_file.as_deref())?;
-                let pool = upstream::client(&config.upstream, tls.clone(), outbound.proxy.clone());
+                // `server.workers` is pinned to the running value on reload, so the count
+                // always matches the running workers.
+                let pool = (0..config.server.workers)
+                    .map(|_| {
+                        upstream::client(&config.upstream, tls.clone(), outbound.proxy.clone())
+                    })
+                    .collect();
                 let token_http = token::http_client(tls, &outbound.proxy)?;
                 tracing::info!(
                     proxy = %outbound.proxy.describe(),

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
@@ -46,16 +46,25 @@ pub enum StartError {
     Unusable(String),
 }
 
-/// A running gateway: proxy listener, admin listener and one token refresher per client.
+/// A running gateway: proxy workers, admin listener and one token refresher per client.
+///
+/// The proxy listener is served by `server.workers` threads, each running its own
+/// single-threaded event loop and its own pool of connections to Coupa; everything else (admin
+/// listener, token refreshers, config watcher) runs on the runtime that called
+/// [`Gateway::start`]. Dropping the handle stops the workers at once, as [`Gateway::shutdown`]
+/// does.
 pub struct Gateway {
     shared: Arc<Shared>,
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    /// The proxy listener's task; it finishes once stopped and drained.
-    proxy: JoinHandle<()>,
+    /// One per proxy worker: resolves once the worker has stopped and drained.
+    workers: Vec<oneshot::Receiver<()>>,
     /// Admin listener, watchers.
     tasks: Vec<JoinHandle<()>>,
+    /// `true`: stop accepting and drain (SIGTERM).
     stop: watch::Sender<bool>,
+    /// Sent or dropped: the workers close every connection and end.
+    abort: watch::Sender<()>,
 }
 
 impl Gateway {
@@ -63,6 +72,7 @@ impl Gateway {
     /// serves. Requests arriving before a route's first token get 503 + `Retry-After`.
     pub async fn start(config: Config) -> Result<Gateway, StartError> {
         let proxy_listener = bind(config.server.listen, "server.listen").await?;
+        let worker_count = config.server.workers;
         let admin_listener = bind(config.admin.listen, "admin.listen").await?;
         let metrics = Metrics::default();
         let tracker = Tracker::default();
@@ -81,16 +91,39 @@ impl Gateway {
             .local_addr()
             .expect("bound socket has an address");
         let (stop, stopped) = watch::channel(false);
-        let proxy = tokio::spawn(serve_proxy(proxy_listener, shared.clone(), stopped));
-        let tasks = vec![tokio::spawn(serve_admin(admin_listener, shared.clone()))];
-        tracing::info!(%addr, %admin_addr, "coupa-gateway listening");
+        let (abort, aborted) = watch::channel(());
+        let mut queues = Vec::with_capacity(worker_count);
+        let mut workers = Vec::with_capacity(worker_count);
+        for index in 0..worker_count {
+            let (queue, accepted) = mpsc::unbounded_channel();
+            let open = Arc::new(AtomicUsize::new(0));
+            let worker = Worker {
+                index,
+                accepted,
+                open: open.clone(),
+                shared: shared.clone(),
+                abort: aborted.clone(),
+            };
+            workers.push(worker.spawn().map_err(|e| {
+                StartError::Unusable(format!(
+                    "server.workers: cannot start proxy worker {index}: {e}; lower server.workers or raise the process's thread limit"
+                ))
+            })?);
+            queues.push(WorkerQueue { queue, open });
+        }
+        let tasks = vec![
+            tokio::spawn(dispatch(proxy_listener, queues, stopped)),
+            tokio::spawn(serve_admin(admin_listener, shared.clone())),
+        ];
+        tracing::info!(%addr, %admin_addr, workers = worker_count, "coupa-gateway listening");
         Ok(Gateway {
             shared,
             addr,
             admin_addr,
-            proxy,
+            workers,
             tasks,
             stop,
+            abort,
         })
     }
 
@@ -141,7 +174,7 @@ impl Gateway {
 
     /// Stops at once: listeners, connections and token refreshers (tests, errors).
     pub fn shutdown(self) {
-        self.proxy.abort();
+        let _ = self.abort.send(());
         for task in &self.tasks {
             task.abort();
         }
@@ -157,7 +190,13 @@ impl Gateway {
         let grace = self.shared.runtime.load().config.server.shutdown_grace;
         self.shared.shutting_down.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
-        let drained = tokio::time::timeout(grace, &mut self.proxy).await.is_ok();
+        let workers = std::mem::take(&mut self.workers);
+        let all_stopped = async {
+            for worker in workers {
+                let _ = worker.await;
+            }
+        };
+        let drained = tokio::time::timeout(grace, all_stopped).await.is_ok();
         if !drained {
             tracing::warn!(
                 grace_s = grace.as_secs_f32(),
@@ -215,57 +254,164 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
     }
 }
 
-/// Accepts until `stop` flips, then lets the open connections finish their current exchange
-/// (hyper's graceful shutdown: idle keep-alive connections close, busy ones finish). The
-/// connections live in a `JoinSet`, so aborting this task closes them all.
-async fn serve_proxy(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let builder = Arc::new(connection_builder(&shared.runtime.load().config.server));
-    let graceful = GracefulShutdown::new();
-    let mut connections = JoinSet::new();
+/// An accepted connection on its way to a worker.
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// The acceptor's side of a worker.
+struct WorkerQueue {
+    queue: mpsc::UnboundedSender<Accepted>,
+    /// Connections the worker holds open (counted in here, out by the worker).
+    open: Arc<AtomicUsize>,
+}
+
+/// Accepts until `stop` flips (or the [`Gateway`] is dropped) and hands each connection to the
+/// worker holding the fewest. Dropping the queues then tells every worker to drain and end.
+///
+/// Why one acceptor rather than every worker accepting on the shared socket: an idle worker
+/// woken first takes a whole burst of connections (measured: 58 of 60 went to one of three
+/// workers), and without work stealing an unbalanced worker stays unbalanced for the lifetime
+/// of its keep-alive connections. The hand-over costs a channel send per connection, not per
+/// request.
+async fn dispatch(
+    listener: TcpListener,
+    workers: Vec<WorkerQueue>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = stop.changed() => break,
+            _ = stop.wait_for(|stop| *stop) => break,
         };
-        while connections.try_join_next().is_some() {}
-        // Taken per connection from the current snapshot, so a reload that renews the
-        // certificate or turns TLS on or off applies to the next connection (the listening
-        // socket itself never changes).
-        let (acceptor, limits) = {
-            let runtime = shared.runtime.load();
-            let server = &runtime.config.server;
-            (
-                runtime.tls_acceptor.clone(),
-                (server.header_timeout, server.idle_timeout),
-            )
-        };
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        connections.spawn(async move {
-            match acceptor {
-                None => {
-                    let conn = ConnInfo::new(peer);
-                    serve_http(&builder, shared, conn, stream, watcher, limits).await;
-                }
-                Some(acceptor) => {
-                    // In the connection's task, so a slow handshake never holds up accept.
-                    let Some(tls) = handshake(&acceptor, stream, peer, limits.0).await else {
-                        return;
-                    };
-                    let conn = ConnInfo::https(peer);
-                    serve_http(&builder, shared, conn, tls, watcher, limits).await;
-                }
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "accepted connection unusable");
+                continue;
             }
-        });
+        };
+        let worker = workers
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+            .expect("server.workers is at least 1");
+        worker.open.fetch_add(1, Ordering::Relaxed);
+        if worker.queue.send((stream, peer)).is_err() {
+            // The worker is gone (shutting down); the connection is dropped with the send.
+            worker.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
-    drop(listener);
-    tracing::info!(
-        connections = graceful.count(),
-        "stopped accepting; draining connections"
-    );
-    graceful.shutdown().await;
-    while connections.join_next().await.is_some() {}
+}
+
+/// What a proxy worker thread starts from.
+struct Worker {
+    index: usize,
+    accepted: mpsc::UnboundedReceiver<Accepted>,
+    open: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    abort: watch::Receiver<()>,
+}
+
+impl Worker {
+    /// Starts the worker's thread with its own current-thread runtime. The returned receiver
+    /// resolves when the thread has ended.
+    ///
+    /// PERF: why threads with their own event loop rather than one work-stealing runtime
+    /// (pingora's NoSteal, STYLE.md §5.5): a proxied request crosses from the serving task to
+    /// the upstream connection's task and back through hyper's channels. On one loop those
+    /// wake-ups are queue pushes; across work-stealing threads many become cross-thread
+    /// notifications. Measured in benches/RESULTS.md (req/s x1.23 at 64 connections).
+    fn spawn(self) -> std::io::Result<oneshot::Receiver<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (done, finished) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("proxy-worker-{}", self.index))
+            .spawn(move || {
+                let mut abort = self.abort.clone();
+                runtime.block_on(async {
+                    tokio::select! {
+                        () = self.serve() => {}
+                        _ = abort.changed() => {}
+                    }
+                });
+                // Dropping the runtime cancels what is left on it: connections past the grace
+                // period and the worker's idle pooled connections to Coupa.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
+        Ok(finished)
+    }
+
+    /// Serves the connections the acceptor hands over until it stops, then lets them finish
+    /// their current exchange (hyper's graceful shutdown: idle keep-alive connections close,
+    /// busy ones finish). The connections live in a `JoinSet`, so dropping this future closes
+    /// them all.
+    async fn serve(mut self) {
+        let worker = self.index;
+        let builder = Arc::new(connection_builder(
+            &self.shared.runtime.load().config.server,
+        ));
+        let graceful = GracefulShutdown::new();
+        let mut connections = JoinSet::new();
+        while let Some((stream, peer)) = self.accepted.recv().await {
+            while connections.try_join_next().is_some() {}
+            let open = OpenConnection(self.open.clone());
+            let stream = match TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(worker, error = %e, "cannot register an accepted connection");
+                    continue;
+                }
+            };
+            // Taken per connection from the current snapshot, so a reload that renews the
+            // certificate or turns TLS on or off applies to the next connection (the listening
+            // socket itself never changes).
+            let (acceptor, limits) = {
+                let runtime = self.shared.runtime.load();
+                let server = &runtime.config.server;
+                (
+                    runtime.tls_acceptor.clone(),
+                    (server.header_timeout, server.idle_timeout),
+                )
+            };
+            let shared = self.shared.clone();
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            connections.spawn(async move {
+                let _open = open;
+                match acceptor {
+                    None => {
+                        let conn = ConnInfo::new(peer, worker);
+                        serve_http(&builder, shared, conn, stream, watcher, limits).await;
+                    }
+                    Some(acceptor) => {
+                        // In the connection's task, so a slow handshake never holds up others.
+                        let Some(tls) = handshake(&acceptor, stream, peer, limits.0).await else {
+                            return;
+                        };
+                        let conn = ConnInfo::https(peer, worker);
+                        serve_http(&builder, shared, conn, tls, watcher, limits).await;
+                    }
+                }
+            });
+        }
+        tracing::info!(
+            worker,
+            connections = graceful.count(),
+            "stopped accepting; draining connections"
+        );
+        graceful.shutdown().await;
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Counts a connection out of its worker's load when it ends, however it ends.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves HTTP/1 or h2 on an accepted (and possibly decrypted) connection, watched for

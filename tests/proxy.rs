@@ -384,3 +384,63 @@ async fn http2_callers_are_served_too() {
     assert_eq!(seen.target, "/api/suppliers?limit=3");
     assert!(seen.header("authorization").unwrap().starts_with("Bearer "));
 }
+
+/// Sends `count` requests at once, each on its own connection, so every proxy worker accepts
+/// some of them; returns the statuses.
+async fn burst_of_fresh_connections(addr: std::net::SocketAddr, count: usize) -> Vec<u16> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        set.spawn(raw(
+            addr,
+            "GET /prod/api/suppliers/1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n",
+        ));
+    }
+    let mut statuses = Vec::new();
+    while let Some(done) = set.join_next().await {
+        statuses.push(done.expect("request task").0);
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn every_worker_serves_and_a_reload_cannot_change_their_number() {
+    let prod = mock("prod").await;
+    let test = mock("test").await;
+    let text = two_instance_toml(&prod.url(), &test.url(), "")
+        .replace("[server]\n", "[server]\nworkers = 3\n");
+    let gw = Gateway::start(config(&text)).await.expect("starts");
+    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let statuses = burst_of_fresh_connections(gw.addr(), 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    // One worker fewer and new outbound settings (so new pooled clients are built): the worker
+    // count is a restart-only setting, and the three running workers keep their clients.
+    let fewer = text
+        .replace("workers = 3", "workers = 2")
+        .replace("[admin]", "[upstream]\nconnect_timeout = \"3s\"\n[admin]");
+    let applied = gw.reload(config(&fewer)).await.expect("reload applies");
+    assert_eq!(
+        applied.restart_required,
+        ["server.workers (3 -> 2)"],
+        "{applied:?}"
+    );
+    let statuses = burst_of_fresh_connections(gw.addr(), 30).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(prod.requests().len(), 60);
+
+    // Dropping the handle stops the workers: the listening socket closes with the last one.
+    let addr = gw.addr();
+    drop(gw);
+    let mut refused = false;
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "the proxy port still accepts after the gateway was dropped"
+    );
+}

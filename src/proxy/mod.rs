@@ -53,26 +53,29 @@ pub struct ConnInfo {
     pub proto: HeaderValue,
     /// Shared with the connection's I/O wrapper (idle tracking, framing flags).
     pub state: Arc<ConnState>,
+    /// The proxy worker serving the connection: which of the runtime's pooled clients to use.
+    pub worker: usize,
 }
 
 impl ConnInfo {
     /// Constants for a plain-HTTP connection from `peer`.
-    pub fn new(peer: std::net::SocketAddr) -> Self {
-        Self::with_proto(peer, "http")
+    pub fn new(peer: std::net::SocketAddr, worker: usize) -> Self {
+        Self::with_proto(peer, "http", worker)
     }
 
     /// Constants for a connection from `peer` on which the gateway terminated TLS.
-    pub fn https(peer: std::net::SocketAddr) -> Self {
-        Self::with_proto(peer, "https")
+    pub fn https(peer: std::net::SocketAddr, worker: usize) -> Self {
+        Self::with_proto(peer, "https", worker)
     }
 
-    fn with_proto(peer: std::net::SocketAddr, proto: &'static str) -> Self {
+    fn with_proto(peer: std::net::SocketAddr, proto: &'static str, worker: usize) -> Self {
         Self {
             peer: peer.ip(),
             peer_ip: HeaderValue::try_from(peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
             proto: HeaderValue::from_static(proto),
             state: Arc::default(),
+            worker,
         }
     }
 }
@@ -136,7 +139,7 @@ pub async fn handle(
         Caller::UnknownKey | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
     };
     let ctx = Forward {
-        client: &runtime.upstream,
+        client: &runtime.upstream[conn.worker],
         route,
         conn: &conn,
         request_id: &request_id,
