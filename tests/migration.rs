@@ -34,20 +34,11 @@ fn toml(
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
-[instances.prod]
-url = "{url}"
-rate_limit = {{ enabled = false }}
-[clients.prod-main]
-instance = "prod"
-client_id = "demo-prod-client"
-client_secret = "${{PROD_SECRET}}"
-scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
-token_warmup = "200ms"
-{client_extra}
-{routes}
+{instance}{client}{routes}
 {integrations}
 "#,
-        url = prod.url()
+        instance = instance_toml("prod", &prod.url()),
+        client = prod_client_toml(&format!("token_warmup = \"200ms\"\n{client_extra}")),
     )
 }
 

@@ -37,6 +37,9 @@ pub async fn mock_with(cfg: MockConfig) -> MockCoupa {
 /// The TOML for a gateway in front of `prod` and `test` (any URLs), listeners on port 0.
 /// `client_extra` is appended to both client tables (e.g. `token_warmup = "0s"`).
 pub fn two_instance_toml(prod_url: &str, test_url: &str, client_extra: &str) -> String {
+    let prod = instance_toml("prod", prod_url);
+    let test = instance_toml("test", test_url);
+    let prod_client = prod_client_toml(client_extra);
     format!(
         r#"
 [server]
@@ -45,20 +48,8 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 # The gateway's own rate limiter has its own tests; here it must not slow load down.
-[instances.prod]
-url = "{prod_url}"
-rate_limit = {{ enabled = false }}
-[instances.test]
-url = "{test_url}"
-rate_limit = {{ enabled = false }}
-
-[clients.prod-main]
-instance = "prod"
-client_id = "demo-prod-client"
-client_secret = "${{PROD_SECRET}}"
-scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
-{client_extra}
-
+{prod}{test}
+{prod_client}
 [clients.test-main]
 instance = "test"
 client_id = "demo-test-client"
@@ -75,6 +66,26 @@ client = "prod-main"
 prefix = "/test"
 instance = "test"
 client = "test-main"
+"#
+    )
+}
+
+/// `[instances.{name}]` at `url` with the gateway's own rate limiter off (it has its own
+/// tests; elsewhere it must not slow load down).
+pub fn instance_toml(name: &str, url: &str) -> String {
+    format!("[instances.{name}]\nurl = \"{url}\"\nrate_limit = {{ enabled = false }}\n")
+}
+
+/// `[clients.prod-main]`: the demo prod client with all four of its scopes, its secret from
+/// `PROD_SECRET`, then `client_extra`.
+pub fn prod_client_toml(client_extra: &str) -> String {
+    format!(
+        r#"[clients.prod-main]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret = "${{PROD_SECRET}}"
+scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
+{client_extra}
 "#
     )
 }
