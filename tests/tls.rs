@@ -235,13 +235,7 @@ async fn client_status(
     let mut client = serde_json::Value::Null;
     for _ in 0..500 {
         let status = http.get(&url, &[]).await.json();
-        client = status["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap()
-            .clone();
+        client = status_client(&status, name);
         if cond(&client) {
             break;
         }

@@ -100,6 +100,17 @@ pub fn config(toml: &str) -> Config {
     Config::parse(toml, &env, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
+/// The entry of client `name` in a `/status` document's `clients` list (panics if absent).
+pub fn status_client(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+        .clone()
+}
+
 /// Two mock instances and a ready gateway in front of them.
 pub struct Env {
     pub prod: MockCoupa,
