@@ -40,15 +40,7 @@ impl Drop for TempDir {
 }
 
 async fn run(cmd: &mut tokio::process::Command) -> (i32, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("command finishes")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_within(Duration::from_secs(60), cmd).await
 }
 
 #[tokio::test]

@@ -235,6 +235,23 @@ pub async fn raw(addr: std::net::SocketAddr, raw: &str) -> (u16, String) {
     (status, text)
 }
 
+/// Runs `cmd` to the end within `timeout`: its exit code (-1 when a signal ended it), stdout
+/// and stderr.
+pub async fn run_within(
+    timeout: Duration,
+    cmd: &mut tokio::process::Command,
+) -> (i32, String, String) {
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .expect("command finishes")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
 pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
