@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -40,15 +40,7 @@ impl Drop for TempDir {
 }
 
 async fn run(cmd: &mut tokio::process::Command) -> (i32, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("command finishes")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_within(Duration::from_secs(60), cmd).await
 }
 
 #[tokio::test]
@@ -205,15 +197,7 @@ async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
     let prod = mock("prod").await;
     let dir = TempDir::new("serve");
     let cfg = dir.file("proxy.toml", &serve_toml(&prod));
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = serve(&[], &cfg).env("NO_COLOR", "1").spawn().unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let sink = log.clone();
@@ -267,14 +251,7 @@ async fn json_logs_carry_one_access_line_per_request_without_query_values() {
     let prod = mock("prod").await;
     let dir = TempDir::new("jsonlog");
     let cfg = dir.file("proxy.toml", &serve_toml(&prod));
-    let mut child = bin()
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = serve(&["--log-format", "json"], &cfg).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     // The first token may be minted before or after the listener logs: wait for both.
     let (mut addr, mut minted) = (None, false);
@@ -381,6 +358,20 @@ async fn running_out_of_file_descriptors_does_not_stop_the_listener() {
     .await
     .expect("served after the descriptor shortage");
     assert_eq!(r.status, 200);
+}
+
+/// `coupa-gateway serve {args} --config {cfg}`, logging at `info` to a piped stderr, killed on
+/// drop: how the `serve` tests start it.
+fn serve(args: &[&str], cfg: &Path) -> tokio::process::Command {
+    let mut cmd = bin();
+    cmd.arg("serve")
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
 }
 
 /// A one-route config in front of `prod`, listeners on ephemeral ports (for `serve`).

@@ -34,20 +34,11 @@ fn toml(
 listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
-[instances.prod]
-url = "{url}"
-rate_limit = {{ enabled = false }}
-[clients.prod-main]
-instance = "prod"
-client_id = "demo-prod-client"
-client_secret = "${{PROD_SECRET}}"
-scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
-token_warmup = "200ms"
-{client_extra}
-{routes}
+{instance}{client}{routes}
 {integrations}
 "#,
-        url = prod.url()
+        instance = instance_toml("prod", &prod.url()),
+        client = prod_client_toml(&format!("token_warmup = \"200ms\"\n{client_extra}")),
     )
 }
 
@@ -80,6 +71,28 @@ async fn status(gw: &Gateway) -> Value {
         .json()
 }
 
+async fn metrics(gw: &Gateway) -> String {
+    Http::new()
+        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
+        .await
+        .text()
+}
+
+/// GET `url` with `key` in the legacy `X-COUPA-API-KEY` header.
+async fn get_with_key(http: &Http, url: &str, key: &str) -> Reply {
+    http.get(url, &[("x-coupa-api-key", key)]).await
+}
+
+/// The `Authorization` header of the last request `prod` received: the token it was sent.
+fn last_authorization(prod: &MockCoupa) -> String {
+    prod.requests()
+        .pop()
+        .unwrap()
+        .header("authorization")
+        .unwrap()
+        .to_string()
+}
+
 fn find<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
     list.as_array()
         .unwrap()
@@ -103,20 +116,10 @@ async fn integrations_are_recognised_by_key_and_limited_to_their_routes() {
     let http = Http::new();
     let url = |p: &str| format!("http://{}{p}", gw.addr());
 
-    let r = http
-        .get(
-            &url("/prod/api/invoices/1"),
-            &[("x-coupa-api-key", DEMO_API_KEY)],
-        )
-        .await;
+    let r = get_with_key(&http, &url("/prod/api/invoices/1"), DEMO_API_KEY).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 
-    let r = http
-        .get(
-            &url("/prod/api/invoices/1"),
-            &[("x-coupa-api-key", "wrong-key")],
-        )
-        .await;
+    let r = get_with_key(&http, &url("/prod/api/invoices/1"), "wrong-key").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.json()["error"], "unauthenticated");
     assert!(r.json()["message"]
@@ -134,12 +137,7 @@ async fn integrations_are_recognised_by_key_and_limited_to_their_routes() {
         "no key on a restricted route"
     );
 
-    let r = http
-        .get(
-            &url("/prod-admin/api/suppliers/1"),
-            &[("x-coupa-api-key", DEMO_API_KEY)],
-        )
-        .await;
+    let r = get_with_key(&http, &url("/prod-admin/api/suppliers/1"), DEMO_API_KEY).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     let j = r.json();
     assert_eq!(j["error"], "route_forbidden");
@@ -149,12 +147,7 @@ async fn integrations_are_recognised_by_key_and_limited_to_their_routes() {
         "{msg}"
     );
 
-    let r = http
-        .get(
-            &url("/prod-admin/api/suppliers/1"),
-            &[("x-coupa-api-key", OTHER_KEY)],
-        )
-        .await;
+    let r = get_with_key(&http, &url("/prod-admin/api/suppliers/1"), OTHER_KEY).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     // Only the recognised requests reached Coupa, with the bearer and without the key.
     let seen = prod.requests();
@@ -169,10 +162,7 @@ async fn integrations_are_recognised_by_key_and_limited_to_their_routes() {
     let forbidden = find(&erp["routes"], "prefix", "/prod-admin");
     assert_eq!(forbidden["requests"]["4xx"], 1);
     assert_eq!(forbidden["allowed"], false);
-    let m = http
-        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
-        .await
-        .text();
+    let m = metrics(&gw).await;
     assert!(m.contains(r#"coupa_gateway_integration_requests_total{integration="erp-invoices",route="/prod",class="2xx"} 1"#), "{m}");
     assert!(m.contains(r#"coupa_gateway_integration_requests_total{integration="anonymous",route="/prod",class="4xx"} 2"#), "{m}");
     for text in [s.to_string(), m] {
@@ -205,12 +195,12 @@ async fn address_only_integrations_and_allow_ips() {
         "recognised by address: {}",
         r.text()
     );
-    let r = http
-        .get(
-            &format!("http://{}/prod-net/api/invoices/1", gw.addr()),
-            &[("x-coupa-api-key", OTHER_KEY)],
-        )
-        .await;
+    let r = get_with_key(
+        &http,
+        &format!("http://{}/prod-net/api/invoices/1", gw.addr()),
+        OTHER_KEY,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "right key, wrong network");
     assert_eq!(r.json()["error"], "address_forbidden");
     let s = status(&gw).await;
@@ -391,10 +381,7 @@ async fn a_broken_config_file_leaves_the_old_one_serving() {
         "{msg}"
     );
     assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
-    let m = http
-        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
-        .await
-        .text();
+    let m = metrics(&gw).await;
     assert!(
         m.contains("coupa_gateway_config_reloads_total{result=\"refused\"} 1"),
         "{m}"
@@ -453,13 +440,7 @@ async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
     let http = Http::new();
     let url = format!("http://{}/prod/api/invoices/1", gw.addr());
     assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
-    let old_token = prod
-        .requests()
-        .pop()
-        .unwrap()
-        .header("authorization")
-        .unwrap()
-        .to_string();
+    let old_token = last_authorization(&prod);
 
     let rotated = before.replace("${PROD_SECRET}", "rotated-secret");
     let applied = gw
@@ -468,13 +449,7 @@ async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
         .expect("rotated secret reloads");
     assert_eq!(applied.new_tokens, vec!["prod-main".to_string()]);
     assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
-    let new_token = prod
-        .requests()
-        .pop()
-        .unwrap()
-        .header("authorization")
-        .unwrap()
-        .to_string();
+    let new_token = last_authorization(&prod);
     assert_ne!(
         old_token, new_token,
         "requests use the token minted with the new secret"
@@ -489,14 +464,7 @@ async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
     );
     assert!(!err.contains("typo-secret"));
     assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
-    assert_eq!(
-        prod.requests()
-            .pop()
-            .unwrap()
-            .header("authorization")
-            .unwrap(),
-        new_token
-    );
+    assert_eq!(last_authorization(&prod), new_token);
 
     // Listener changes need a restart: reported, not silently ignored.
     let moved = rotated.replace(

@@ -253,15 +253,7 @@ fn bin() -> tokio::process::Command {
 }
 
 async fn run(cmd: &mut tokio::process::Command) -> (i32, String, String) {
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
-        .await
-        .expect("command finishes")
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    run_within(Duration::from_secs(30), cmd).await
 }
 
 #[tokio::test]

@@ -188,6 +188,16 @@ fn upstream_toml(ca_file: Option<&Path>, proxy: &str) -> String {
 
 const NO_PROXY: &str = r#"proxy = "none""#;
 
+/// `toml_with` for these mocks with an `[upstream]` table: the set-up of every upstream test.
+fn upstream_config(
+    prod: &MockCoupa,
+    test: &MockCoupa,
+    ca_file: Option<&Path>,
+    proxy: &str,
+) -> String {
+    toml_with(&prod.url(), &test.url(), &upstream_toml(ca_file, proxy))
+}
+
 async fn tls_mock(name: &str, leaf: &Leaf) -> MockCoupa {
     mock_with(
         demo_instance(name, "127.0.0.1:0".parse().unwrap())
@@ -201,6 +211,19 @@ async fn start(toml: &str) -> Gateway {
     Gateway::start(config(toml)).await.expect("gateway starts")
 }
 
+/// GET `path` on the gateway's plain-HTTP proxy listener.
+async fn get_plain(http: &Http, gw: &Gateway, path: &str) -> Reply {
+    http.get(&format!("http://{}{path}", gw.addr()), &[]).await
+}
+
+/// The admin `/status` document as text, to check what it must not show.
+async fn status_text(gw: &Gateway) -> String {
+    Http::new()
+        .get(&format!("http://{}/status", gw.admin_addr()), &[])
+        .await
+        .text()
+}
+
 /// The `/status` entry of client `name`, once `cond` holds for it (or after 10 s).
 async fn client_status(
     gw: &Gateway,
@@ -212,13 +235,7 @@ async fn client_status(
     let mut client = serde_json::Value::Null;
     for _ in 0..500 {
         let status = http.get(&url, &[]).await.json();
-        client = status["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap()
-            .clone();
+        client = status_client(&status, name);
         if cond(&client) {
             break;
         }
@@ -417,12 +434,7 @@ async fn https_upstream_trusted_through_ca_file() {
     let prod = tls_mock("prod", &pki.leaf("coupa")).await;
     assert!(prod.url().starts_with("https://127.0.0.1:"));
     let test = mock("test").await;
-    let gw = start(&toml_with(
-        &prod.url(),
-        &test.url(),
-        &upstream_toml(Some(&pki.ca_file), NO_PROXY),
-    ))
-    .await;
+    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), NO_PROXY)).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     assert!(prod.stats().tokens_issued >= 1);
     let http = Http::new();
@@ -443,12 +455,7 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
     let pki = Pki::new("untrusted");
     let prod = tls_mock("prod", &pki.leaf("coupa")).await;
     let test = mock("test").await;
-    let gw = start(&toml_with(
-        &prod.url(),
-        &test.url(),
-        &upstream_toml(None, NO_PROXY),
-    ))
-    .await;
+    let gw = start(&upstream_config(&prod, &test, None, NO_PROXY)).await;
     let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
     assert_eq!(client["last_error"]["kind"], "tls", "{client}");
     assert!(
@@ -459,9 +466,7 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
         "{client}"
     );
     let http = Http::new();
-    let r = http
-        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert_eq!(r.json()["error"], "token_unavailable");
     assert_eq!(prod.stats().tokens_issued, 0);
@@ -469,17 +474,16 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
     // Adding the CA is an upstream change: both outbound clients are rebuilt and every client
     // re-mints through them before the reload is applied.
     let applied = gw
-        .reload(config(&toml_with(
-            &prod.url(),
-            &test.url(),
-            &upstream_toml(Some(&pki.ca_file), NO_PROXY),
+        .reload(config(&upstream_config(
+            &prod,
+            &test,
+            Some(&pki.ca_file),
+            NO_PROXY,
         )))
         .await
         .unwrap();
     assert_eq!(applied.new_tokens, vec!["prod-main", "test-main"]);
-    let r = http
-        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     gw.shutdown();
 }
@@ -491,7 +495,7 @@ async fn untrusted_api_host_with_a_reachable_token_endpoint_is_a_502() {
     // Same client, plain HTTP: tokens work, the API host's certificate is not trusted.
     let tokens = mock("prod").await;
     let test = mock("test").await;
-    let toml = toml_with(&api.url(), &test.url(), &upstream_toml(None, NO_PROXY)).replace(
+    let toml = upstream_config(&api, &test, None, NO_PROXY).replace(
         &format!("url = \"{}\"\n", api.url()),
         &format!(
             "url = \"{}\"\ntoken_url = \"{}\"\n",
@@ -501,9 +505,7 @@ async fn untrusted_api_host_with_a_reachable_token_endpoint_is_a_502() {
     );
     let gw = start(&toml).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
-    let r = Http::new()
-        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = get_plain(&Http::new(), &gw, "/prod/api/invoices/1").await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_unreachable");
     assert_eq!(api.stats().api_requests, 0);
@@ -516,10 +518,11 @@ async fn a_ca_file_without_certificates_is_refused_naming_the_key() {
     let empty = pki.dir.write("empty.pem", "no certificates here\n");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let err = Gateway::start(config(&toml_with(
-        &prod.url(),
-        &test.url(),
-        &upstream_toml(Some(&empty), NO_PROXY),
+    let err = Gateway::start(config(&upstream_config(
+        &prod,
+        &test,
+        Some(&empty),
+        NO_PROXY,
     )))
     .await
     .err()
@@ -702,12 +705,7 @@ async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
         "proxy = \"http://gw-user:s3cr%3Aet@127.0.0.1:{}\"",
         proxy.addr.port()
     );
-    let gw = start(&toml_with(
-        &prod.url(),
-        &test.url(),
-        &upstream_toml(Some(&pki.ca_file), &setting),
-    ))
-    .await;
+    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     // Token requests: https through a CONNECT tunnel, http as absolute-form requests.
     let tunnels_for_tokens = proxy.tunnels();
@@ -716,17 +714,13 @@ async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
     assert!(forwards_for_tokens >= 1, "test's token was not forwarded");
 
     let http = Http::new();
-    let r = http
-        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(
         proxy.tunnels() > tunnels_for_tokens,
         "API traffic skipped the proxy"
     );
-    let r = http
-        .get(&format!("http://{}/test/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = get_plain(&http, &gw, "/test/api/invoices/1").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(proxy.forwarded() > forwards_for_tokens);
     assert_eq!(proxy.refused(), 0, "credentials were not sent every time");
@@ -734,10 +728,7 @@ async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
     let seen = prod.requests();
     assert_eq!(seen.last().unwrap().header("proxy-authorization"), None);
     // And the password appears nowhere an operator looks.
-    let status = http
-        .get(&format!("http://{}/status", gw.admin_addr()), &[])
-        .await
-        .text();
+    let status = status_text(&gw).await;
     assert!(!status.contains("s3cr"), "{status}");
     gw.shutdown();
 }
@@ -751,20 +742,12 @@ async fn wrong_proxy_credentials_fail_without_leaking_them() {
         "proxy = \"http://gw-user:wrong-pw@127.0.0.1:{}\"",
         proxy.addr.port()
     );
-    let gw = start(&toml_with(
-        &prod.url(),
-        &test.url(),
-        &upstream_toml(None, &setting),
-    ))
-    .await;
+    let gw = start(&upstream_config(&prod, &test, None, &setting)).await;
     let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
     assert!(!client["last_error"].is_null(), "{client}");
     assert!(proxy.refused() >= 1);
     assert_eq!(prod.stats().token_requests, 0);
-    let status = Http::new()
-        .get(&format!("http://{}/status", gw.admin_addr()), &[])
-        .await
-        .text();
+    let status = status_text(&gw).await;
     assert!(!status.contains("wrong-pw"), "{status}");
     gw.shutdown();
 }
@@ -779,16 +762,11 @@ async fn no_proxy_hosts_bypass_the_proxy() {
         "proxy = \"http://127.0.0.1:{}\"\nno_proxy = \"localhost, 127.0.0.1\"",
         proxy.addr.port()
     );
-    let gw = start(&toml_with(
-        &prod.url(),
-        &test.url(),
-        &upstream_toml(Some(&pki.ca_file), &setting),
-    ))
-    .await;
+    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     let http = Http::new();
     for path in ["/prod/api/invoices/1", "/test/api/invoices/1"] {
-        let r = http.get(&format!("http://{}{path}", gw.addr()), &[]).await;
+        let r = get_plain(&http, &gw, path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
     }
     assert_eq!(proxy.tunnels(), 0);

@@ -116,13 +116,7 @@ async fn token_endpoint_down_at_start_gives_503_then_recovers_by_itself() {
     assert_eq!(r.status, StatusCode::OK);
 
     let status = http.get(&admin("/status"), &[]).await.json();
-    let client = status["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "prod-main")
-        .unwrap()
-        .clone();
+    let client = status_client(&status, "prod-main");
     assert_eq!(client["token"], serde_json::Value::Null);
     assert!(client["consecutive_failures"].as_u64().unwrap() >= 1);
     assert!(client["last_error"]["message"]
@@ -142,13 +136,7 @@ async fn token_endpoint_down_at_start_gives_503_then_recovers_by_itself() {
     let r = http.get(&admin("/readyz"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     let status = http.get(&admin("/status"), &[]).await.json();
-    let client = status["clients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "prod-main")
-        .unwrap()
-        .clone();
+    let client = status_client(&status, "prod-main");
     assert_eq!(client["last_error"], serde_json::Value::Null);
     assert_eq!(client["token"]["valid"], true);
 }
@@ -166,13 +154,7 @@ async fn wrong_secret_is_reported_with_a_hint_and_never_echoed() {
     let mut client = serde_json::Value::Null;
     for _ in 0..100 {
         let status = http.get(&admin, &[]).await.json();
-        client = status["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "prod-main")
-            .unwrap()
-            .clone();
+        client = status_client(&status, "prod-main");
         if !client["last_error"].is_null() {
             break;
         }

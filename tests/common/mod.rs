@@ -37,6 +37,9 @@ pub async fn mock_with(cfg: MockConfig) -> MockCoupa {
 /// The TOML for a gateway in front of `prod` and `test` (any URLs), listeners on port 0.
 /// `client_extra` is appended to both client tables (e.g. `token_warmup = "0s"`).
 pub fn two_instance_toml(prod_url: &str, test_url: &str, client_extra: &str) -> String {
+    let prod = instance_toml("prod", prod_url);
+    let test = instance_toml("test", test_url);
+    let prod_client = prod_client_toml(client_extra);
     format!(
         r#"
 [server]
@@ -45,20 +48,8 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 
 # The gateway's own rate limiter has its own tests; here it must not slow load down.
-[instances.prod]
-url = "{prod_url}"
-rate_limit = {{ enabled = false }}
-[instances.test]
-url = "{test_url}"
-rate_limit = {{ enabled = false }}
-
-[clients.prod-main]
-instance = "prod"
-client_id = "demo-prod-client"
-client_secret = "${{PROD_SECRET}}"
-scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
-{client_extra}
-
+{prod}{test}
+{prod_client}
 [clients.test-main]
 instance = "test"
 client_id = "demo-test-client"
@@ -79,6 +70,26 @@ client = "test-main"
     )
 }
 
+/// `[instances.{name}]` at `url` with the gateway's own rate limiter off (it has its own
+/// tests; elsewhere it must not slow load down).
+pub fn instance_toml(name: &str, url: &str) -> String {
+    format!("[instances.{name}]\nurl = \"{url}\"\nrate_limit = {{ enabled = false }}\n")
+}
+
+/// `[clients.prod-main]`: the demo prod client with all four of its scopes, its secret from
+/// `PROD_SECRET`, then `client_extra`.
+pub fn prod_client_toml(client_extra: &str) -> String {
+    format!(
+        r#"[clients.prod-main]
+instance = "prod"
+client_id = "demo-prod-client"
+client_secret = "${{PROD_SECRET}}"
+scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
+{client_extra}
+"#
+    )
+}
+
 /// Parses test TOML with the two mock secrets in its environment.
 pub fn config(toml: &str) -> Config {
     let env = |name: &str| match name {
@@ -87,6 +98,17 @@ pub fn config(toml: &str) -> Config {
         _ => None,
     };
     Config::parse(toml, &env, Path::new(".")).unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+/// The entry of client `name` in a `/status` document's `clients` list (panics if absent).
+pub fn status_client(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+        .clone()
 }
 
 /// Two mock instances and a ready gateway in front of them.
@@ -211,6 +233,23 @@ pub async fn raw(addr: std::net::SocketAddr, raw: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
     (status, text)
+}
+
+/// Runs `cmd` to the end within `timeout`: its exit code (-1 when a signal ended it), stdout
+/// and stderr.
+pub async fn run_within(
+    timeout: Duration,
+    cmd: &mut tokio::process::Command,
+) -> (i32, String, String) {
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .expect("command finishes")
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
