@@ -207,6 +207,31 @@ impl<T> LenientTargets<T> {
         Ok(())
     }
 
+    /// Reads the connection's first bytes until they show whether the client speaks HTTP/2
+    /// with prior knowledge (the RFC 9113 §3.4 preface) and keeps them for the next reads, so
+    /// the caller can pick the protocol before handing the connection to hyper. Returns false
+    /// at EOF. Only valid before the first read; it sets no timer, so bound it.
+    pub async fn sniff_h2_preface(&mut self) -> io::Result<bool>
+    where
+        T: AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        debug_assert!(self.unread.is_empty() && self.framer.in_head());
+        let mut chunk = [0u8; 2048];
+        while self.unread.len() < PREFACE.len() && PREFACE.starts_with(&self.unread) {
+            let n = self.io.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            self.unread.extend_from_slice(&chunk[..n]);
+        }
+        if let Some(limits) = &mut self.limits {
+            limits.last_activity = Instant::now();
+        }
+        Ok(self.unread.starts_with(PREFACE))
+    }
+
     /// Returns the wrapped connection. Bytes already read from it but not yet
     /// returned to the reader (a partial head, say) are dropped.
     pub fn into_inner(self) -> T {
@@ -252,6 +277,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for LenientTargets<T> {
                         }
                         HeadStep::Taken(n) => n,
                     };
+                    // Sniffed or left-over bytes count like fresh ones for framing flags
+                    // and the header timer.
+                    this.after_read(false);
                     false
                 } else {
                     let window = &rest[..rest.len().min(buf.remaining())];
@@ -976,13 +1004,17 @@ mod tests {
     }
 
     /// Everything a reader with `out_size`-byte reads gets out of the wrapper
-    /// when the connection delivers `chunks`.
-    async fn filter(chunks: Vec<Vec<u8>>, out_size: usize) -> Vec<u8> {
+    /// when the connection delivers `chunks`. With `sniff`, the listener's
+    /// protocol sniff reads first (its bytes must come out like any others).
+    async fn filter_sniffed(chunks: Vec<Vec<u8>>, out_size: usize, sniff: bool) -> Vec<u8> {
         let script = Script {
             chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
             stall: false,
         };
         let mut wrapper = LenientTargets::new(script);
+        if sniff {
+            wrapper.sniff_h2_preface().await.expect("scripted read");
+        }
         let mut out = Vec::new();
         let mut buf = vec![0; out_size];
         loop {
@@ -994,8 +1026,13 @@ mod tests {
         }
     }
 
+    async fn filter(chunks: Vec<Vec<u8>>, out_size: usize) -> Vec<u8> {
+        filter_sniffed(chunks, out_size, false).await
+    }
+
     /// Checks the output for the whole input in one read, one byte per read,
-    /// and every split into two reads, with small and large reader buffers.
+    /// and every split into two reads, with small and large reader buffers;
+    /// the splits also after the protocol sniff.
     async fn check_all_splits(input: &[u8], expected: &[u8]) {
         let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         for out_size in [1, 5, 8192] {
@@ -1013,13 +1050,13 @@ mod tests {
             "byte by byte"
         );
         for split in 1..input.len() {
-            for out_size in [3, 8192] {
+            for (out_size, sniff) in [(3, false), (8192, false), (8192, true)] {
                 let chunks = vec![input[..split].to_vec(), input[split..].to_vec()];
-                let got = filter(chunks, out_size).await;
+                let got = filter_sniffed(chunks, out_size, sniff).await;
                 assert_eq!(
                     show(&got),
                     show(expected),
-                    "split at {split}, out_size {out_size}"
+                    "split at {split}, out_size {out_size}, sniff {sniff}"
                 );
             }
         }
@@ -1224,6 +1261,38 @@ mod tests {
             let fixed = format!("GET /a?b=%22c%22 HTTP/1.1\r\nX-Big: {filler}\r\n\r\n");
             assert_eq!(near.len(), MAX_HEAD);
             check(near.as_bytes(), fixed.as_bytes()).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn sniff_tells_the_h2_preface_and_keeps_every_byte() {
+        bounded(async {
+            let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04".to_vec();
+            let get = b"GET /a?b=\"c\" HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+            let fixed = b"GET /a?b=%22c%22 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+            let partial = b"PRI * HTTP/2.0\r\n".to_vec();
+            // (input, is h2, what the reader gets: the preface passes through unchanged)
+            let cases = [
+                (preface.clone(), true, preface),
+                (get, false, fixed),
+                (partial.clone(), false, partial), // EOF inside the preface
+                (Vec::new(), false, Vec::new()),
+            ];
+            for (input, h2, expected) in cases {
+                let one_by_one: Vec<Vec<u8>> = input.iter().map(|&b| vec![b]).collect();
+                for chunks in [vec![input.clone()], one_by_one] {
+                    let script = Script {
+                        chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+                        stall: false,
+                    };
+                    let mut wrapper = LenientTargets::new(script);
+                    assert_eq!(wrapper.sniff_h2_preface().await.unwrap(), h2);
+                    let mut out = Vec::new();
+                    wrapper.read_to_end(&mut out).await.unwrap();
+                    assert_eq!(out, expected, "{}", String::from_utf8_lossy(&input));
+                }
+            }
         })
         .await;
     }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -214,26 +214,71 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartE
         .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-fn connection_builder(server: &crate::config::Server) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // No hyper header timer: `LenientTargets` (below) already closes a connection whose
-        // head is slow (`header_timeout`) or that idles between requests (`idle_timeout`).
-        // PERF: hyper's timer is dropped after every head and re-armed for the next one: a
-        // boxed `Sleep`, a timer-wheel insert and removal and an extra read wake-up per
-        // request (effect measured in benches/RESULTS.md).
-        .header_read_timeout(None)
-        // hyper answers 431 beyond this; Coupa JWTs are several KB, so keep headroom.
-        .max_buf_size(server.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(server.idle_timeout))
-        .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+/// The HTTP/1 and HTTP/2 connection settings of a listener.
+///
+/// hyper-util's auto builder would pick the protocol for us, but it cannot set HTTP/1's header
+/// size limit apart from its buffer size: with `max_buf_size` doubling as the 431 limit, every
+/// body read and write was capped at 64 KiB, and uploads ran at a third of direct speed. Here
+/// the connection's first bytes choose the builder ([`LenientTargets::sniff_h2_preface`]).
+pub(crate) struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    pub(crate) fn new(server: &crate::config::Server) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // No hyper header timer: `LenientTargets` (below) already closes a connection whose
+            // head is slow (`header_timeout`) or that idles between requests (`idle_timeout`).
+            // PERF: hyper's timer is dropped after every head and re-armed for the next one: a
+            // boxed `Sleep`, a timer-wheel insert and removal and an extra read wake-up per
+            // request (effect measured in benches/RESULTS.md).
+            .header_read_timeout(None)
+            // hyper answers 431 beyond this; Coupa JWTs are several KB, so keep headroom.
+            .max_header_size(server.max_header_bytes)
+            // The read and write buffer: hyper's default (8 KiB + 100 x 4 KiB), for body
+            // throughput (upload 0.34x -> 0.54x direct, benches/RESULTS.md), or more when the
+            // header limit is set higher than that.
+            .max_buf_size(server.max_header_bytes.max(8192 + 100 * 4096))
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Some(server.idle_timeout))
+            .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
+        Self { h1, h2 }
+    }
+
+    /// Serves one connection with `svc` until it closes, watched for graceful shutdown when a
+    /// watcher is given. `idle_timeout` bounds the wait for the first bytes.
+    async fn serve<S, Svc, B>(
+        &self,
+        mut io: LenientTargets<S>,
+        svc: Svc,
+        watcher: Option<Watcher>,
+        idle_timeout: Duration,
+    ) -> Result<(), hyper::Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        Svc: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Send + 'static,
+        Svc::Future: Send + 'static,
+        Svc::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // A connection that sends nothing, or fails, is closed as an idle one would be.
+        let Ok(Ok(h2)) = tokio::time::timeout(idle_timeout, io.sniff_h2_preface()).await else {
+            return Ok(());
+        };
+        let io = TokioIo::new(io);
+        match (h2, watcher) {
+            (false, None) => self.h1.serve_connection(io, svc).await,
+            (false, Some(w)) => w.watch(self.h1.serve_connection(io, svc)).await,
+            (true, None) => self.h2.serve_connection(io, svc).await,
+            (true, Some(w)) => w.watch(self.h2.serve_connection(io, svc)).await,
+        }
+    }
 }
 
 /// Accepts forever. An accept error (EMFILE, ECONNABORTED...) is logged and waited out, never
@@ -348,9 +393,7 @@ impl Worker {
     /// them all.
     async fn serve(mut self) {
         let worker = self.index;
-        let builder = Arc::new(connection_builder(
-            &self.shared.runtime.load().config.server,
-        ));
+        let builder = Arc::new(Protocols::new(&self.shared.runtime.load().config.server));
         let graceful = GracefulShutdown::new();
         let mut connections = JoinSet::new();
         while let Some((stream, peer)) = self.accepted.recv().await {
@@ -417,7 +460,7 @@ impl Drop for OpenConnection {
 /// Serves HTTP/1 or h2 on an accepted (and possibly decrypted) connection, watched for
 /// graceful shutdown.
 async fn serve_http<S>(
-    builder: &auto::Builder<TokioExecutor>,
+    protocols: &Protocols,
     shared: Arc<Shared>,
     conn: ConnInfo,
     stream: S,
@@ -431,14 +474,10 @@ async fn serve_http<S>(
     // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses; the same
     // wrapper enforces the header and idle timeouts. Inside TLS, so the bytes it sees are the
     // decrypted request lines.
-    let io = TokioIo::new(LenientTargets::with_limits(
-        stream,
-        conn.state.clone(),
-        header_timeout,
-        idle_timeout,
-    ));
+    let io = LenientTargets::with_limits(stream, conn.state.clone(), header_timeout, idle_timeout);
     let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-    if let Err(e) = watcher.watch(builder.serve_connection(io, svc)).await {
+    let served = protocols.serve(io, svc, Some(watcher), idle_timeout);
+    if let Err(e) = served.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
@@ -500,7 +539,7 @@ async fn handshake(
 }
 
 async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
-    let builder = Arc::new(connection_builder(&shared.runtime.load().config.server));
+    let builder = Arc::new(Protocols::new(&shared.runtime.load().config.server));
     loop {
         let (stream, _peer) = accept(&listener).await;
         let shared = shared.clone();
@@ -508,13 +547,13 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
         let server = &shared.runtime.load().config.server;
         let (header_timeout, idle_timeout) = (server.header_timeout, server.idle_timeout);
         tokio::spawn(async move {
-            // The builder has no header timer of its own (see `connection_builder`): the
+            // The builder has no header timer of its own (see `Protocols::new`): the
             // wrapper's header and idle timeouts protect the admin port too. Admin requests
             // are instant, so they need no in-flight accounting.
             let io =
                 LenientTargets::with_limits(stream, Arc::default(), header_timeout, idle_timeout);
             let svc = service_fn(move |req| admin::handle(shared.clone(), req));
-            let _ = builder.serve_connection(TokioIo::new(io), svc).await;
+            let _ = builder.serve(io, svc, None, idle_timeout).await;
         });
     }
 }
