@@ -61,8 +61,10 @@ impl OutboundSettings {
     }
 }
 
-/// Builds the shared client. One instance serves every route: the pool is keyed by
-/// scheme+authority, and sharing it is what gives high connection reuse (see STYLE.md §5).
+/// Builds one proxy worker's client. It serves every route: the pool is keyed by
+/// scheme+authority, and sharing it across routes is what gives high connection reuse (see
+/// STYLE.md §5). Its connections run as tasks on the runtime that opens them, so each worker
+/// gets its own client (see `server::Worker`).
 pub fn client(
     cfg: &config::Upstream,
     tls: Arc<rustls::ClientConfig>,
