@@ -369,9 +369,13 @@ impl Worker {
             .enable_all()
             .build()?;
         let (done, finished) = oneshot::channel();
+        // The subscriber of the thread that starts the gateway (the global one in the binary;
+        // a test's or an embedder's scoped one otherwise) also gets the workers' events.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         std::thread::Builder::new()
             .name(format!("proxy-worker-{}", self.index))
             .spawn(move || {
+                let _logging = tracing::dispatcher::set_default(&dispatch);
                 let mut abort = self.abort.clone();
                 runtime.block_on(async {
                     tokio::select! {
