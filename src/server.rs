@@ -80,9 +80,7 @@ impl Gateway {
         let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &limiters, None)
             .map_err(StartError::Unusable)?;
         runtime.observe_modes();
-        for cell in fresh {
-            cell.start(runtime.token_http.clone());
-        }
+        let token_http = runtime.token_http.clone();
         let shared = Arc::new(Shared::new(runtime, limiters, metrics, tracker));
         let addr = proxy_listener
             .local_addr()
@@ -110,6 +108,10 @@ impl Gateway {
                 ))
             })?);
             queues.push(WorkerQueue { queue, open });
+        }
+        // Only now, so that a failed start leaves no refresher behind.
+        for cell in fresh {
+            cell.start(token_http.clone());
         }
         let tasks = vec![
             tokio::spawn(dispatch(proxy_listener, queues, stopped)),
