@@ -1,6 +1,7 @@
 //! TLS on both sides and the outbound proxy, end to end on loopback: the gateway's HTTPS
 //! listener (and its reload), HTTPS upstreams trusted through `upstream.ca_file` (or not), and
-//! a tiny forward proxy written here that counts CONNECT tunnels and absolute-form requests.
+//! a tiny forward proxy written here (plain HTTP or TLS-terminating) that counts CONNECT
+//! tunnels, absolute-form requests and TLS handshakes.
 //! Certificates are made at run time with rcgen; nothing is read from the system trust store
 //! that these tests rely on.
 
@@ -26,9 +27,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 // ===== certificates =====
 
@@ -552,6 +554,9 @@ struct ProxyState {
     tunnels: AtomicU64,
     forwarded: AtomicU64,
     refused: AtomicU64,
+    /// TLS handshakes completed / failed (an `https://` proxy only).
+    tls_accepted: AtomicU64,
+    tls_failed: AtomicU64,
 }
 
 impl Drop for TestProxy {
@@ -561,7 +566,30 @@ impl Drop for TestProxy {
 }
 
 impl TestProxy {
+    /// A plain-HTTP proxy (`http://127.0.0.1:port`).
     async fn start(credentials: Option<(&str, &str)>) -> TestProxy {
+        Self::start_with(credentials, None).await
+    }
+
+    /// An `https://` proxy: every accepted connection is a TLS handshake with `leaf`'s
+    /// certificate first (no ALPN: CONNECT and absolute-form requests are HTTP/1.1).
+    async fn start_tls(credentials: Option<(&str, &str)>, leaf: &Leaf) -> TestProxy {
+        let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Self::start_with(credentials, Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(credentials: Option<(&str, &str)>, tls: Option<TlsAcceptor>) -> TestProxy {
         use base64_like::basic;
         let state = Arc::new(ProxyState {
             required_auth: credentials.map(|(u, p)| basic(u, p)),
@@ -577,14 +605,22 @@ impl TestProxy {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (state, upstream) = (shared.clone(), upstream.clone());
+                let (state, upstream, tls) = (shared.clone(), upstream.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc =
-                        service_fn(move |req| proxy_request(state.clone(), upstream.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
+                    let Some(tls) = tls else {
+                        return serve_proxy(stream, state, upstream).await;
+                    };
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), tls.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            state.tls_accepted.fetch_add(1, Ordering::Relaxed);
+                            serve_proxy(stream, state, upstream).await;
+                        }
+                        _ => {
+                            state.tls_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 });
             }
         });
@@ -602,6 +638,29 @@ impl TestProxy {
     fn refused(&self) -> u64 {
         self.state.refused.load(Ordering::Relaxed)
     }
+
+    fn tls_accepted(&self) -> u64 {
+        self.state.tls_accepted.load(Ordering::Relaxed)
+    }
+
+    fn tls_failed(&self) -> u64 {
+        self.state.tls_failed.load(Ordering::Relaxed)
+    }
+}
+
+/// One client connection of the proxy, plain or already TLS.
+async fn serve_proxy<S>(
+    stream: S,
+    state: Arc<ProxyState>,
+    upstream: Client<HttpConnector, Incoming>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| proxy_request(state.clone(), upstream.clone(), req));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
+        .await;
 }
 
 fn answer(status: StatusCode) -> Response<TestBody> {
@@ -771,5 +830,132 @@ async fn no_proxy_hosts_bypass_the_proxy() {
     }
     assert_eq!(proxy.tunnels(), 0);
     assert_eq!(proxy.forwarded(), 0);
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn an_https_proxy_is_reached_over_tls_for_tokens_and_api_traffic() {
+    let pki = Pki::new("tls-proxy");
+    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
+    let test = mock("test").await;
+    // `localhost` is in the proxy's certificate (as is 127.0.0.1); the name is what the
+    // gateway verifies it against.
+    let proxy = TestProxy::start_tls(Some(("gw-user", "tls-pw")), &pki.leaf("proxy")).await;
+    let setting = format!(
+        "proxy = \"https://gw-user:tls-pw@localhost:{}\"",
+        proxy.addr.port()
+    );
+    // One CA file trusts both the proxy's certificate and prod's.
+    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
+    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
+    // Token requests: prod's (https) through a CONNECT tunnel inside TLS to the proxy, test's
+    // (http) as absolute-form requests inside TLS to the proxy.
+    let tunnels_for_tokens = proxy.tunnels();
+    let forwards_for_tokens = proxy.forwarded();
+    assert!(tunnels_for_tokens >= 1, "prod's token did not use a tunnel");
+    assert!(forwards_for_tokens >= 1, "test's token was not forwarded");
+    assert!(prod.stats().tokens_issued >= 1 && test.stats().tokens_issued >= 1);
+    let handshakes_for_tokens = proxy.tls_accepted();
+    assert!(handshakes_for_tokens >= 2, "{handshakes_for_tokens}");
+
+    let http = Http::new();
+    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        proxy.tunnels() > tunnels_for_tokens,
+        "prod's API traffic skipped the proxy"
+    );
+    let r = get_plain(&http, &gw, "/test/api/invoices/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        proxy.forwarded() > forwards_for_tokens,
+        "test's API traffic skipped the proxy"
+    );
+    assert_eq!(prod.stats().api_requests, 1);
+    assert_eq!(test.stats().api_requests, 1);
+    // The pool opened its own connections to the proxy, over TLS too; no connection to the
+    // proxy was plain or failed its handshake.
+    assert!(proxy.tls_accepted() > handshakes_for_tokens);
+    assert_eq!(proxy.tls_failed(), 0);
+    assert_eq!(proxy.refused(), 0, "credentials were not sent every time");
+    assert_eq!(
+        prod.requests()
+            .last()
+            .unwrap()
+            .header("proxy-authorization"),
+        None
+    );
+    let status = status_text(&gw).await;
+    assert!(!status.contains("tls-pw"), "{status}");
+    gw.shutdown();
+}
+
+#[tokio::test]
+async fn an_untrusted_https_proxy_fails_tokens_as_tls_and_api_traffic_as_502() {
+    let pki = Pki::new("tls-proxy-untrusted");
+    let proxy = TestProxy::start_tls(None, &pki.leaf("proxy")).await;
+    // Plain-HTTP Coupa: the proxy's certificate is the only one the gateway checks.
+    let api = mock("prod").await;
+    let tokens = mock("prod").await;
+    let test = mock("test").await;
+    // prod's token endpoint bypasses the proxy (`no_proxy = "localhost"`), so prod gets a token
+    // and its API traffic reaches the pool's connector; test goes through the proxy for both.
+    let setting = format!(
+        "proxy = \"https://127.0.0.1:{}\"\nno_proxy = \"localhost\"",
+        proxy.addr.port()
+    );
+    let token_url = tokens.token_url().replace("127.0.0.1", "localhost");
+    let toml = upstream_config(&api, &test, None, &setting).replace(
+        &format!("url = \"{}\"\n", api.url()),
+        &format!("url = \"{}\"\ntoken_url = \"{token_url}\"\n", api.url()),
+    );
+    let gw = start(&toml).await;
+
+    // The token request through the proxy fails its TLS handshake with the proxy.
+    let client = client_status(&gw, "test-main", |c| !c["last_error"].is_null()).await;
+    assert_eq!(client["last_error"]["kind"], "tls", "{client}");
+    // rustls' reason, as for an untrusted Coupa certificate: neither the message nor the hint
+    // says that the certificate was the proxy's (the hint points at the token URL's).
+    let message = client["last_error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("could not reach the token endpoint:")
+            && message.ends_with("invalid peer certificate: UnknownIssuer"),
+        "{client}"
+    );
+    assert!(
+        client["last_error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("upstream.ca_file"),
+        "{client}"
+    );
+    assert!(client["token"].is_null(), "{client}");
+    assert_eq!(test.stats().token_requests, 0);
+    assert!(!gw.wait_ready(Duration::from_millis(200)).await);
+    let http = Http::new();
+    let r = get_plain(&http, &gw, "/test/api/invoices/1").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.json()["error"], "token_unavailable");
+
+    // prod has its token; its API request dies at the handshake with the proxy: a 502.
+    let prod_client = client_status(&gw, "prod-main", |c| c["token"]["valid"] == true).await;
+    assert_eq!(prod_client["token"]["valid"], true, "{prod_client}");
+    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_unreachable");
+    assert_eq!(api.stats().api_requests, 0);
+
+    // Every connection to the proxy failed its handshake (the token client's and the pool's;
+    // the proxy's side may see the gateway's alert a moment after the 502 is out), and
+    // nothing was tunnelled or forwarded.
+    for _ in 0..500 {
+        if proxy.tls_failed() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(proxy.tls_failed() >= 2, "{}", proxy.tls_failed());
+    assert_eq!(proxy.tls_accepted(), 0);
+    assert_eq!((proxy.tunnels(), proxy.forwarded()), (0, 0));
     gw.shutdown();
 }
