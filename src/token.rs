@@ -247,7 +247,7 @@ impl TokenError {
                 "the token endpoint is slow or unreachable; check network, firewall or outbound proxy"
             }
             FailureKind::Tls => {
-                "TLS failed; check the token URL's certificate, and set upstream.ca_file to the CA that signed it (e.g. a corporate interception proxy's) if it is not a public one"
+                "TLS failed; check the certificate of the token URL, and of the outbound proxy when upstream.proxy (or HTTPS_PROXY) is an https:// URL, and set upstream.ca_file to the CA that signed it (e.g. a corporate interception proxy's) if it is not a public one"
             }
             FailureKind::Connect => {
                 "could not connect; check the host name (DNS), port, firewall and outbound proxy"
