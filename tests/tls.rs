@@ -753,6 +753,16 @@ mod base64_like {
     }
 }
 
+/// Waits for both clients' tokens and checks that prod's (https) used a CONNECT tunnel and
+/// test's (http) an absolute-form request; returns those two counts.
+async fn tokens_went_through(gw: &Gateway, proxy: &TestProxy) -> (u64, u64) {
+    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
+    let (tunnels, forwards) = (proxy.tunnels(), proxy.forwarded());
+    assert!(tunnels >= 1, "prod's token did not use a tunnel");
+    assert!(forwards >= 1, "test's token was not forwarded");
+    (tunnels, forwards)
+}
+
 #[tokio::test]
 async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
     let pki = Pki::new("proxied");
@@ -765,12 +775,8 @@ async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
         proxy.addr.port()
     );
     let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
-    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     // Token requests: https through a CONNECT tunnel, http as absolute-form requests.
-    let tunnels_for_tokens = proxy.tunnels();
-    let forwards_for_tokens = proxy.forwarded();
-    assert!(tunnels_for_tokens >= 1, "prod's token did not use a tunnel");
-    assert!(forwards_for_tokens >= 1, "test's token was not forwarded");
+    let (tunnels_for_tokens, forwards_for_tokens) = tokens_went_through(&gw, &proxy).await;
 
     let http = Http::new();
     let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
@@ -847,13 +853,9 @@ async fn an_https_proxy_is_reached_over_tls_for_tokens_and_api_traffic() {
     );
     // One CA file trusts both the proxy's certificate and prod's.
     let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
-    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     // Token requests: prod's (https) through a CONNECT tunnel inside TLS to the proxy, test's
     // (http) as absolute-form requests inside TLS to the proxy.
-    let tunnels_for_tokens = proxy.tunnels();
-    let forwards_for_tokens = proxy.forwarded();
-    assert!(tunnels_for_tokens >= 1, "prod's token did not use a tunnel");
-    assert!(forwards_for_tokens >= 1, "test's token was not forwarded");
+    let (tunnels_for_tokens, forwards_for_tokens) = tokens_went_through(&gw, &proxy).await;
     assert!(prod.stats().tokens_issued >= 1 && test.stats().tokens_issued >= 1);
     let handshakes_for_tokens = proxy.tls_accepted();
     assert!(handshakes_for_tokens >= 2, "{handshakes_for_tokens}");
