@@ -252,12 +252,13 @@ impl Protocols {
     }
 
     /// Serves one connection with `svc` until it closes, watched for graceful shutdown when a
-    /// watcher is given. `idle_timeout` bounds the wait for the first bytes.
+    /// watcher is given (with `draining`, which flips when the drain starts). `idle_timeout`
+    /// bounds the wait for the first bytes.
     async fn serve<S, Svc, B>(
         &self,
         mut io: LenientTargets<S>,
         svc: Svc,
-        watcher: Option<Watcher>,
+        graceful: Option<(Watcher, watch::Receiver<bool>)>,
         idle_timeout: Duration,
     ) -> Result<(), hyper::Error>
     where
@@ -269,8 +270,21 @@ impl Protocols {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let (watcher, mut draining) = graceful.unzip();
+        // Before hyper has the connection, its watcher cannot close it: a connection that has
+        // sent nothing yet must not hold up a drain until its idle timeout.
+        let drain_started = async {
+            match &mut draining {
+                Some(d) => drop(d.wait_for(|started| *started).await),
+                None => std::future::pending().await,
+            }
+        };
+        let sniffed = tokio::select! {
+            sniffed = tokio::time::timeout(idle_timeout, io.sniff_h2_preface()) => sniffed,
+            () = drain_started => return Ok(()),
+        };
         // A connection that sends nothing, or fails, is closed as an idle one would be.
-        let Ok(Ok(h2)) = tokio::time::timeout(idle_timeout, io.sniff_h2_preface()).await else {
+        let Ok(Ok(h2)) = sniffed else {
             return Ok(());
         };
         let io = TokioIo::new(io);
@@ -401,6 +415,7 @@ impl Worker {
         let worker = self.index;
         let builder = Arc::new(Protocols::new(&self.shared.runtime.load().config.server));
         let graceful = GracefulShutdown::new();
+        let (drain, draining) = watch::channel(false);
         let mut connections = JoinSet::new();
         while let Some((stream, peer)) = self.accepted.recv().await {
             while connections.try_join_next().is_some() {}
@@ -425,7 +440,7 @@ impl Worker {
             };
             let shared = self.shared.clone();
             let builder = builder.clone();
-            let watcher = graceful.watcher();
+            let watcher = (graceful.watcher(), draining.clone());
             connections.spawn(async move {
                 let _open = open;
                 match acceptor {
@@ -449,6 +464,7 @@ impl Worker {
             connections = graceful.count(),
             "stopped accepting; draining connections"
         );
+        let _ = drain.send(true);
         graceful.shutdown().await;
         while connections.join_next().await.is_some() {}
     }
@@ -470,7 +486,7 @@ async fn serve_http<S>(
     shared: Arc<Shared>,
     conn: ConnInfo,
     stream: S,
-    watcher: Watcher,
+    watcher: (Watcher, watch::Receiver<bool>),
     (header_timeout, idle_timeout): (Duration, Duration),
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -465,6 +465,9 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let gw = start(&toml(&prod, NO_LIMIT, "shutdown_grace = \"5s\"", "")).await;
     let (addr, admin) = (gw.addr(), gw.admin_addr());
     prod.faults().set_api_delay(Duration::from_millis(700));
+    // A connection that never sends a byte (a load balancer's TCP check, a client that stalls)
+    // must not hold up the drain: idle_timeout is 60 s, the grace 5 s.
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let slow = tokio::spawn(async move {
         Http::new()
             .get(&format!("http://{addr}/prod/api/invoices/1"), &[])
@@ -498,6 +501,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     );
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
     assert!(shutdown.await.unwrap(), "drained within the grace period");
+    drop(silent);
 }
 
 #[tokio::test]
