@@ -310,6 +310,17 @@ pub fn metrics(shared: &Shared) -> String {
         "coupa_gateway_requests_in_flight {}",
         shared.inflight.load(Ordering::Relaxed)
     );
+    out.push_str(
+        "# HELP coupa_gateway_connections_open Client connections open, by proxy worker.\n",
+    );
+    out.push_str("# TYPE coupa_gateway_connections_open gauge\n");
+    for (worker, open) in shared.worker_connections.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "coupa_gateway_connections_open{{worker=\"{worker}\"}} {}",
+            open.load(Ordering::Relaxed)
+        );
+    }
     migration::render_metrics(&shared.tracker, &mut out);
     let reload = shared
         .reload

@@ -136,6 +136,9 @@ pub struct Shared {
     warned_scopes: Mutex<HashSet<(String, Arc<str>)>>,
     /// Requests in flight, all routes.
     pub inflight: AtomicUsize,
+    /// Open client connections per proxy worker (`server.workers` at start); the acceptor
+    /// hands each new connection to the worker with the fewest.
+    pub worker_connections: Box<[AtomicUsize]>,
     /// Rate limiters by instance; kept across reloads while their settings are unchanged.
     pub limiters: Limiters,
     /// Set on SIGTERM: readiness fails while in-flight requests drain.
@@ -173,7 +176,9 @@ impl Limiters {
 impl Shared {
     /// Shared state around a first runtime.
     pub fn new(runtime: Runtime, limiters: Limiters, metrics: Metrics, tracker: Tracker) -> Self {
+        let workers = runtime.config.server.workers;
         Self {
+            worker_connections: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             tracker,

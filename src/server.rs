@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -94,11 +94,9 @@ impl Gateway {
         let mut workers = Vec::with_capacity(worker_count);
         for index in 0..worker_count {
             let (queue, accepted) = mpsc::unbounded_channel();
-            let open = Arc::new(AtomicUsize::new(0));
             let worker = Worker {
                 index,
                 accepted,
-                open: open.clone(),
                 shared: shared.clone(),
                 abort: aborted.clone(),
             };
@@ -107,14 +105,14 @@ impl Gateway {
                     "server.workers: cannot start proxy worker {index}: {e}; lower server.workers or raise the process's thread limit"
                 ))
             })?);
-            queues.push(WorkerQueue { queue, open });
+            queues.push(queue);
         }
         // Only now, so that a failed start leaves no refresher behind.
         for cell in fresh {
             cell.start(token_http.clone());
         }
         let tasks = vec![
-            tokio::spawn(dispatch(proxy_listener, queues, stopped)),
+            tokio::spawn(dispatch(proxy_listener, shared.clone(), queues, stopped)),
             tokio::spawn(serve_admin(admin_listener, shared.clone())),
         ];
         tracing::info!(%addr, %admin_addr, workers = worker_count, "coupa-gateway listening");
@@ -318,13 +316,6 @@ async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
 /// An accepted connection on its way to a worker.
 type Accepted = (std::net::TcpStream, SocketAddr);
 
-/// The acceptor's side of a worker.
-struct WorkerQueue {
-    queue: mpsc::UnboundedSender<Accepted>,
-    /// Connections the worker holds open (counted in here, out by the worker).
-    open: Arc<AtomicUsize>,
-}
-
 /// Accepts until `stop` flips (or the [`Gateway`] is dropped) and hands each connection to the
 /// worker holding the fewest. Dropping the queues then tells every worker to drain and end.
 ///
@@ -335,9 +326,11 @@ struct WorkerQueue {
 /// request.
 async fn dispatch(
     listener: TcpListener,
-    workers: Vec<WorkerQueue>,
+    shared: Arc<Shared>,
+    queues: Vec<mpsc::UnboundedSender<Accepted>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let open = &shared.worker_connections;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = accept(&listener) => accepted,
@@ -350,14 +343,13 @@ async fn dispatch(
                 continue;
             }
         };
-        let worker = workers
-            .iter()
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        let worker = (0..queues.len())
+            .min_by_key(|&i| open[i].load(Ordering::Relaxed))
             .expect("server.workers is at least 1");
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        if worker.queue.send((stream, peer)).is_err() {
+        open[worker].fetch_add(1, Ordering::Relaxed);
+        if queues[worker].send((stream, peer)).is_err() {
             // The worker is gone (shutting down); the connection is dropped with the send.
-            worker.open.fetch_sub(1, Ordering::Relaxed);
+            open[worker].fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -366,7 +358,6 @@ async fn dispatch(
 struct Worker {
     index: usize,
     accepted: mpsc::UnboundedReceiver<Accepted>,
-    open: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     abort: watch::Receiver<()>,
 }
@@ -419,7 +410,7 @@ impl Worker {
         let mut connections = JoinSet::new();
         while let Some((stream, peer)) = self.accepted.recv().await {
             while connections.try_join_next().is_some() {}
-            let open = OpenConnection(self.open.clone());
+            let open = OpenConnection(self.shared.clone(), worker);
             let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -471,11 +462,11 @@ impl Worker {
 }
 
 /// Counts a connection out of its worker's load when it ends, however it ends.
-struct OpenConnection(Arc<AtomicUsize>);
+struct OpenConnection(Arc<Shared>, usize);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.worker_connections[self.1].fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -413,6 +413,61 @@ async fn every_worker_serves_and_a_reload_cannot_change_their_number() {
     let statuses = burst_of_fresh_connections(gw.addr(), 30).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 
+    // New connections go to the worker holding the fewest: six open ones, two each. Closed
+    // ones are counted out again.
+    let open_per_worker = || async {
+        let metrics = Http::new()
+            .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
+            .await
+            .text();
+        (0..3)
+            .map(|w| {
+                let line = format!("coupa_gateway_connections_open{{worker=\"{w}\"}} ");
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(line.as_str()))
+                    .unwrap_or_else(|| panic!("no {line} in {metrics}"))
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let until_closed = || async {
+        let mut seen = Vec::new();
+        for _ in 0..250 {
+            seen = open_per_worker().await;
+            if seen == [0, 0, 0] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen
+    };
+    assert_eq!(
+        until_closed().await,
+        [0, 0, 0],
+        "the burst's connections are counted out"
+    );
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(tokio::net::TcpStream::connect(gw.addr()).await.unwrap());
+    }
+    let mut seen = Vec::new();
+    for _ in 0..250 {
+        seen = open_per_worker().await;
+        if seen.iter().sum::<u64>() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, [2, 2, 2]);
+    drop(held);
+    assert_eq!(
+        until_closed().await,
+        [0, 0, 0],
+        "closed connections are counted out"
+    );
+
     // One worker fewer and new outbound settings (so new pooled clients are built): the worker
     // count is a restart-only setting, and the three running workers keep their clients.
     let fewer = text
