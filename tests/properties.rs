@@ -129,43 +129,11 @@ proptest! {
 
 // ----- path check ----------------------------------------------------------
 
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// Strict percent-decoding: `None` on a `%` not followed by two hex digits.
-fn decode(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' {
-            let hi = hex(*raw.get(i + 1)?)?;
-            let lo = hex(*raw.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn is_dot_segment(seg: &[u8]) -> bool {
-    seg == b"." || seg == b".."
-}
-
-/// The policy, restated: what `path::check` must refuse.
-fn policy_rejects(path: &str) -> bool {
-    let raw = path.as_bytes();
-    if raw.first() != Some(&b'/') || raw.contains(&b'\\') || raw.contains(&0) {
-        return true;
-    }
-    raw.split(|&b| b == b'/').any(|seg| match decode(seg) {
-        None => true,
-        Some(d) => is_dot_segment(&d) || d.iter().any(|b| matches!(b, b'/' | b'\\' | 0)),
-    })
-}
+// The policy `path::check` must implement, restated independently; shared with the fuzz
+// target `fuzz/fuzz_targets/path_check.rs`.
+#[path = "model/path_policy.rs"]
+mod path_policy;
+use path_policy::{decode, is_dot_segment, policy_rejects};
 
 /// Strings dense in the bytes the check cares about, so generated cases hit every branch
 /// instead of being plain text that is trivially fine.

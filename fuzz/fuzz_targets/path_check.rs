@@ -7,37 +7,9 @@
 use coupa_gateway::proxy::path;
 use libfuzzer_sys::fuzz_target;
 
-/// Strict percent-decoding: `None` on a `%` not followed by two hex digits.
-fn decode(raw: &[u8]) -> Option<Vec<u8>> {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' {
-            out.push(hex(*raw.get(i + 1)?)? << 4 | hex(*raw.get(i + 2)?)?);
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn is_dot_segment(seg: &[u8]) -> bool {
-    seg == b"." || seg == b".."
-}
-
-fn policy_rejects(path: &str) -> bool {
-    let raw = path.as_bytes();
-    if raw.first() != Some(&b'/') || raw.contains(&b'\\') || raw.contains(&0) {
-        return true;
-    }
-    raw.split(|&b| b == b'/').any(|seg| match decode(seg) {
-        None => true,
-        Some(d) => is_dot_segment(&d) || d.iter().any(|b| matches!(b, b'/' | b'\\' | 0)),
-    })
-}
+#[path = "../../tests/model/path_policy.rs"]
+mod path_policy;
+use path_policy::{decode, is_dot_segment, policy_rejects};
 
 fuzz_target!(|data: &[u8]| {
     // Lossy, so that every input is a path: hyper hands the check a `&str`.
