@@ -238,7 +238,7 @@ impl Protocols {
             // hyper answers 431 beyond this; Coupa JWTs are several KB, so keep headroom.
             .max_header_size(server.max_header_bytes)
             // The read and write buffer: hyper's default (8 KiB + 100 x 4 KiB), for body
-            // throughput (upload 0.34x -> 0.54x direct, benches/RESULTS.md), or more when the
+            // throughput (upload 0.31x -> about 0.55x direct, benches/RESULTS.md), or more when the
             // header limit is set higher than that.
             .max_buf_size(server.max_header_bytes.max(8192 + 100 * 4096))
             .keep_alive(true);
@@ -370,7 +370,8 @@ impl Worker {
     /// (pingora's NoSteal, STYLE.md §5.5): a proxied request crosses from the serving task to
     /// the upstream connection's task and back through hyper's channels. On one loop those
     /// wake-ups are queue pushes; across work-stealing threads many become cross-thread
-    /// notifications. Measured in benches/RESULTS.md (req/s x1.23 at 64 connections).
+    /// notifications. Measured in benches/RESULTS.md (req/s x1.14 to x1.40 at 16 to 256
+    /// connections).
     fn spawn(self) -> std::io::Result<oneshot::Receiver<()>> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
