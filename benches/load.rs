@@ -355,6 +355,37 @@ fn mem_of(pid: u32) -> Mem {
     }
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times (`getconf CLK_TCK`, 100 on Linux).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// User + system CPU time of `pid` (all its threads), in µs.
+fn cpu_us_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`: state (3), ..., utime (14), stime (15).
+    let ticks: f64 = stat
+        .rfind(')')
+        .map(|i| {
+            stat[i + 2..]
+                .split(' ')
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    ticks / clock_ticks() * 1e6
+}
+
 /// A proxy process (and its workers), stopped on drop.
 struct Proc {
     child: Child,
@@ -387,6 +418,13 @@ impl Proc {
                 rss_kb: a.rss_kb + m.rss_kb,
                 hwm_kb: a.hwm_kb + m.hwm_kb,
             })
+    }
+
+    /// CPU time used so far by the process and its children (nginx: master + workers), in µs.
+    fn cpu_us(&self) -> f64 {
+        let mut pids = vec![self.pid()];
+        pids.extend(children_of(self.pid()));
+        pids.iter().map(|&p| cpu_us_of(p)).sum()
     }
 
     fn alive(&mut self) -> bool {
@@ -730,11 +768,19 @@ struct Sample {
     errors: u64,
     secs: f64,
     hist: Histogram<u64>,
+    /// CPU time the proxy process used during the measured window, in µs (None: direct).
+    cpu_us: Option<f64>,
 }
 
 impl Sample {
     fn rps(&self) -> f64 {
         self.ok as f64 / self.secs
+    }
+
+    /// The proxy's CPU cost per request: on a box where the load generator, the upstream and
+    /// the proxy share the cores, this moves less between runs than req/s does.
+    fn cpu_per_request(&self) -> Option<f64> {
+        Some(self.cpu_us? / self.ok.max(1) as f64)
     }
 }
 
@@ -818,15 +864,21 @@ async fn hyper_sample(
             (ok, errors, hist)
         });
     }
+    let proc = target.proc.as_ref();
+    tokio::time::sleep_until(from.into()).await;
+    let cpu_from = proc.map(Proc::cpu_us);
     if let Some(f) = during {
         tokio::time::sleep_until((from + seconds / 2).into()).await;
         f();
     }
+    tokio::time::sleep_until(end.into()).await;
+    let cpu_us = proc.map(Proc::cpu_us).zip(cpu_from).map(|(b, a)| b - a);
     let mut sample = Sample {
         ok: 0,
         errors: 0,
         secs: seconds.as_secs_f64(),
         hist: histogram(),
+        cpu_us,
     };
     while let Some(r) = tasks.join_next().await {
         let (ok, errors, hist) = r.expect("load task");
@@ -840,6 +892,8 @@ async fn hyper_sample(
 /// wrk's view of one sample (latencies in µs, as wrk reports them).
 struct WrkSample {
     rps: f64,
+    /// The proxy's CPU µs per request over the whole wrk run (None: direct).
+    cpu: Option<f64>,
     errors: u64,
     p50: f64,
     p99: f64,
@@ -876,6 +930,7 @@ end
     );
     std::fs::write(&script, lua).expect("write wrk script");
     let threads = cores().min(conns);
+    let cpu_from = target.proc.as_ref().map(Proc::cpu_us);
     let out = Command::new(wrk)
         .arg(format!("-t{threads}"))
         .arg(format!("-c{conns}"))
@@ -886,6 +941,7 @@ end
         .stdin(Stdio::null())
         .output()
         .expect("run wrk");
+    let cpu_us = target.proc.as_ref().map(Proc::cpu_us).zip(cpu_from);
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
@@ -897,6 +953,7 @@ end
         .collect();
     WrkSample {
         rps: f[0] / (f[1] / 1e6),
+        cpu: cpu_us.map(|(b, a)| (b - a) / f[0].max(1.0)),
         errors: f[2..7].iter().sum::<f64>() as u64,
         p50: f[7],
         p99: f[8],
@@ -975,6 +1032,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Median CPU µs per request, or a dash for the direct baseline (no proxy process).
+fn cpu_cell(per_round: &[f64]) -> String {
+    if per_round.is_empty() {
+        "–".into()
+    } else {
+        format!("{:.1}", median(per_round.to_vec()))
+    }
+}
+
 fn ms(us: f64) -> String {
     format!("{:.3}", us / 1000.0)
 }
@@ -992,11 +1058,14 @@ struct Row {
     opened: u64,
     hist: Option<Histogram<u64>>,
     p99s: Vec<f64>,
+    /// Proxy CPU µs per request, one per round.
+    cpu: Vec<f64>,
 }
 
 impl Row {
     fn add(&mut self, s: &Sample) {
         self.rps.push(s.rps());
+        self.cpu.extend(s.cpu_per_request());
         self.errors += s.errors;
         self.p99s.push(s.hist.value_at_quantile(0.99) as f64);
         match &mut self.hist {
@@ -1267,8 +1336,8 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
 
     // --- throughput and latency, hyper client ---
     r.line("### Small requests: paged GET, ~1 KB JSON (hyper closed-loop client)\n");
-    r.line("| conns | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | upstream connections opened |");
-    r.line("|---:|---|---:|---:|---:|---:|---:|---:|");
+    r.line("| conns | target | req/s | p50 ms | p99 ms | p99.9 ms | errors | upstream connections opened | proxy CPU µs/request |");
+    r.line("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut ratio_lines = Vec::new();
     let mut ab_lines = Vec::new();
     let small_conns = if s.runs("small") { &s.conns[..] } else { &[] };
@@ -1287,13 +1356,14 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
         for name in &names {
             let row = &rows[name];
             r.line(&format!(
-                "| {conns} | {name} | {:.0} | {} | {} | {} | {} | {} |",
+                "| {conns} | {name} | {:.0} | {} | {} | {} | {} | {} | {} |",
                 median(row.rps.clone()),
                 ms(row.q(0.5)),
                 ms(row.q(0.99)),
                 ms(row.q(0.999)),
                 row.errors,
                 row.opened,
+                cpu_cell(&row.cpu),
             ));
         }
         let gw = &rows["gateway"];
@@ -1302,26 +1372,28 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
             match rows.get(other) {
                 Some(o) => write!(
                     line,
-                    " {:.2} | {:.2} |",
+                    " {:.2} | {:.2} | {:.2} |",
                     paired(&gw.rps, &o.rps),
-                    paired(&gw.p99s, &o.p99s)
+                    paired(&gw.p99s, &o.p99s),
+                    paired(&gw.cpu, &o.cpu)
                 ),
-                None => write!(line, " – | – |"),
+                None => write!(line, " – | – | – |"),
             }
             .expect("write to String");
         }
         ratio_lines.push(line);
         if let Some(b) = rows.get("gateway-b") {
             ab_lines.push(format!(
-                "| {conns} | {:.3} | {:.3} |",
+                "| {conns} | {:.3} | {:.3} | {:.3} |",
                 paired(&gw.rps, &b.rps),
-                paired(&gw.p99s, &b.p99s)
+                paired(&gw.p99s, &b.p99s),
+                paired(&gw.cpu, &b.cpu)
             ));
         }
     }
-    r.line("\nRatios (gateway ÷ other; req/s: higher is better, p99: lower is better):\n");
-    r.line("| conns | req/s vs direct | req/s vs nginx | p99 vs nginx | req/s vs HAProxy | p99 vs HAProxy |");
-    r.line("|---:|---:|---:|---:|---:|---:|");
+    r.line("\nRatios (gateway ÷ other; req/s: higher is better, p99 and CPU per request: lower is better):\n");
+    r.line("| conns | req/s vs direct | req/s vs nginx | p99 vs nginx | CPU/request vs nginx | req/s vs HAProxy | p99 vs HAProxy | CPU/request vs HAProxy |");
+    r.line("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in ratio_lines {
         r.line(&l);
     }
@@ -1330,8 +1402,8 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
             "\nA/B: gateway ÷ gateway-b (`LOAD_COMPARE_BIN={}`):\n",
             bin.display()
         ));
-        r.line("| conns | req/s | p99 |");
-        r.line("|---:|---:|---:|");
+        r.line("| conns | req/s | p99 | CPU/request |");
+        r.line("|---:|---:|---:|---:|");
         for l in ab_lines {
             r.line(&l);
         }
@@ -1352,21 +1424,29 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
             "\n### Cross-check with wrk ({conns} connections, {} threads; medians over rounds)\n",
             cores().min(conns)
         ));
-        r.line("| target | req/s | p50 ms | p99 ms | p99.9 ms | errors (socket + non-2xx) | req/s ratio gateway ÷ target | p99 ratio |");
-        r.line("|---|---:|---:|---:|---:|---:|---:|---:|");
+        r.line("| target | req/s | p50 ms | p99 ms | p99.9 ms | errors (socket + non-2xx) | proxy CPU µs/request | req/s ratio gateway ÷ target | p99 ratio | CPU/request ratio |");
+        r.line("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         let gw_rps: Vec<f64> = rows["gateway"].iter().map(|w| w.rps).collect();
         let gw_p99: Vec<f64> = rows["gateway"].iter().map(|w| w.p99).collect();
+        let gw_cpu: Vec<f64> = rows["gateway"].iter().filter_map(|w| w.cpu).collect();
         for name in &names {
             let v = &rows[name];
             let rps: Vec<f64> = v.iter().map(|w| w.rps).collect();
             let p99: Vec<f64> = v.iter().map(|w| w.p99).collect();
+            let cpu: Vec<f64> = v.iter().filter_map(|w| w.cpu).collect();
+            let cpu_ratio = if cpu.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{:.2}", paired(&gw_cpu, &cpu))
+            };
             r.line(&format!(
-                "| {name} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} |",
+                "| {name} | {:.0} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {cpu_ratio} |",
                 median(rps.clone()),
                 ms(median(v.iter().map(|w| w.p50).collect())),
                 ms(median(p99.clone())),
                 ms(median(v.iter().map(|w| w.p999).collect())),
                 v.iter().map(|w| w.errors).sum::<u64>(),
+                cpu_cell(&cpu),
                 paired(&gw_rps, &rps),
                 paired(&gw_p99, &p99),
             ));
