@@ -615,11 +615,13 @@ fn examine(head: &[u8]) -> Verdict {
         rewrite: None,
         conflicting: false,
     };
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
+    // PERF: uninitialised slots, as hyper parses: `[EMPTY_HEADER; 128]` would write 4 KiB
+    // of stack on every request head.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
     // Anything but a clean parse that ends exactly at our blank line (the
     // HTTP/2 preface, a malformed head, too many headers) is left to hyper.
-    match req.parse(head) {
+    match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len == head.len() => {}
         _ => return passthrough,
     }

@@ -8,6 +8,10 @@
 //! Coupa queries legitimately carry JSON and brackets, and they cannot change the route.
 
 /// Returns why `path` is unsafe, or `None` when it may be forwarded.
+#[allow(
+    clippy::manual_pattern_char_comparison,
+    reason = "PERF: a closure pattern walks the bytes; a char pattern starts a memchr search per segment"
+)]
 pub fn check(path: &str) -> Option<&'static str> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
@@ -16,8 +20,10 @@ pub fn check(path: &str) -> Option<&'static str> {
     if bytes.iter().any(|&b| b == b'\\' || b == 0) {
         return Some("backslashes and NUL are not allowed in the path");
     }
-    for segment in path.split('/') {
-        if !segment.contains('%') {
+    // PERF: byte and closure patterns, not `split('/')`/`contains('%')`: a char pattern
+    // starts a memchr search per call, which costs more than walking a short segment.
+    for segment in path.split(|c| c == '/') {
+        if !segment.bytes().any(|b| b == b'%') {
             if segment == "." || segment == ".." {
                 return Some("dot segments (. and ..) are not allowed in the path");
             }
