@@ -12,7 +12,9 @@
 //! - nginx and HAProxy, when found on PATH, configured as the same proxy (static bearer, legacy
 //!   key dropped, upstream keep-alive, as many workers as the gateway has runtime threads);
 //! - a closed-loop hyper client (N connections, no pipelining, non-2xx counted as errors),
-//!   and `wrk` when found on PATH as a second load generator at 64 connections.
+//!   and `wrk` when found on PATH as a second load generator at 64 connections;
+//! - each proxy's own CPU time per request (user + system from `/proc/<pid>/stat` over the
+//!   measured window, nginx's workers included), which moves less between runs than req/s.
 //!
 //! Targets are measured in turn, interleaved (A B C D, then B C D A, ...) and repeated, so slow
 //! drift of a noisy machine hits them all; ratios are the median of per-round ratios.
