@@ -1100,6 +1100,17 @@ fn paired(a: &[f64], b: &[f64]) -> f64 {
     median(a.iter().zip(b).map(|(x, y)| x / y).collect())
 }
 
+/// [`paired`], with the lowest and highest per-round ratio: how far one round can move it.
+fn paired_spread(a: &[f64], b: &[f64]) -> String {
+    let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if ratios.len() < 2 {
+        return format!("{:.2}", median(ratios));
+    }
+    format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios))
+}
+
 fn main() {
     let settings = Settings::from_env();
     let default_hook = std::panic::take_hook();
@@ -1374,10 +1385,10 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
             match rows.get(other) {
                 Some(o) => write!(
                     line,
-                    " {:.2} | {:.2} | {:.2} |",
-                    paired(&gw.rps, &o.rps),
-                    paired(&gw.p99s, &o.p99s),
-                    paired(&gw.cpu, &o.cpu)
+                    " {} | {} | {} |",
+                    paired_spread(&gw.rps, &o.rps),
+                    paired_spread(&gw.p99s, &o.p99s),
+                    paired_spread(&gw.cpu, &o.cpu)
                 ),
                 None => write!(line, " – | – | – |"),
             }
@@ -1393,7 +1404,7 @@ async fn run(s: &Settings, dir: &Path, up_addr: SocketAddr, upstream: &Arc<Upstr
             ));
         }
     }
-    r.line("\nRatios (gateway ÷ other; req/s: higher is better, p99 and CPU per request: lower is better):\n");
+    r.line("\nRatios (gateway ÷ other; req/s: higher is better, p99 and CPU per request: lower is better; median of the per-round ratios, lowest and highest round in brackets):\n");
     r.line("| conns | req/s vs direct | req/s vs nginx | p99 vs nginx | CPU/request vs nginx | req/s vs HAProxy | p99 vs HAProxy | CPU/request vs HAProxy |");
     r.line("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in ratio_lines {
