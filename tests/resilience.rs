@@ -114,6 +114,56 @@ async fn a_revoked_token_is_replaced_once_and_the_request_replayed() {
 }
 
 #[tokio::test]
+async fn a_replay_carries_the_same_rewritten_head_with_the_new_token() {
+    let prod = mock("prod").await;
+    let gw = start(&toml(&prod, NO_LIMIT, "", "token_warmup = \"0s\"")).await;
+    let http = Http::new();
+    let u = url(&gw, "/prod/api/invoices/1");
+    assert_eq!(http.get(&u, &[]).await.status, StatusCode::OK);
+    prod.faults().revoke_all_tokens();
+    prod.clear_requests();
+    let resp = http
+        .get(
+            &u,
+            &[
+                ("x-coupa-api-key", "legacy-key"),
+                ("connection", "x-hop"),
+                ("x-hop", "1"),
+                ("x-forwarded-for", "10.0.0.1"),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let seen = prod.requests();
+    assert_eq!(
+        seen.len(),
+        2,
+        "the refused attempt and the replay: {seen:?}"
+    );
+    let (first, replay) = (&seen[0], &seen[1]);
+    assert_ne!(
+        first.header("authorization"),
+        replay.header("authorization"),
+        "the replay carries the new token"
+    );
+    for r in [first, replay] {
+        assert!(r.header("x-coupa-api-key").is_none(), "{r:?}");
+        assert!(r.header("x-hop").is_none(), "{r:?}");
+        assert!(r.header("connection").is_none(), "{r:?}");
+        assert_eq!(r.header("x-forwarded-for"), Some("10.0.0.1, 127.0.0.1"));
+        assert_eq!(r.header("accept"), Some("application/json"));
+        assert_eq!(r.target, "/api/invoices/1");
+    }
+    let without_token = |r: &coupa_gateway::mock::RecordedRequest| {
+        let mut h = r.headers.clone();
+        h.remove("authorization");
+        h
+    };
+    assert_eq!(without_token(first), without_token(replay));
+}
+
+#[tokio::test]
 async fn a_large_body_is_not_replayed_but_the_next_request_gets_a_new_token() {
     let prod = mock("prod").await;
     let gw = start(&toml(
