@@ -763,6 +763,24 @@ async fn tokens_went_through(gw: &Gateway, proxy: &TestProxy) -> (u64, u64) {
     (tunnels, forwards)
 }
 
+/// After [`tokens_went_through`]: prod's API request (https) goes through a tunnel of its own
+/// and test's (http) is forwarded, both answered.
+async fn api_went_through(gw: &Gateway, proxy: &TestProxy, (tunnels, forwards): (u64, u64)) {
+    let http = Http::new();
+    let r = get_plain(&http, gw, "/prod/api/invoices/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        proxy.tunnels() > tunnels,
+        "prod's API traffic skipped the proxy"
+    );
+    let r = get_plain(&http, gw, "/test/api/invoices/1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        proxy.forwarded() > forwards,
+        "test's API traffic skipped the proxy"
+    );
+}
+
 #[tokio::test]
 async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
     let pki = Pki::new("proxied");
@@ -776,18 +794,8 @@ async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
     );
     let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
     // Token requests: https through a CONNECT tunnel, http as absolute-form requests.
-    let (tunnels_for_tokens, forwards_for_tokens) = tokens_went_through(&gw, &proxy).await;
-
-    let http = Http::new();
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(
-        proxy.tunnels() > tunnels_for_tokens,
-        "API traffic skipped the proxy"
-    );
-    let r = get_plain(&http, &gw, "/test/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(proxy.forwarded() > forwards_for_tokens);
+    let for_tokens = tokens_went_through(&gw, &proxy).await;
+    api_went_through(&gw, &proxy, for_tokens).await;
     assert_eq!(proxy.refused(), 0, "credentials were not sent every time");
     // Inside the tunnel, Coupa sees no proxy credentials.
     let seen = prod.requests();
@@ -855,24 +863,11 @@ async fn an_https_proxy_is_reached_over_tls_for_tokens_and_api_traffic() {
     let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
     // Token requests: prod's (https) through a CONNECT tunnel inside TLS to the proxy, test's
     // (http) as absolute-form requests inside TLS to the proxy.
-    let (tunnels_for_tokens, forwards_for_tokens) = tokens_went_through(&gw, &proxy).await;
+    let for_tokens = tokens_went_through(&gw, &proxy).await;
     assert!(prod.stats().tokens_issued >= 1 && test.stats().tokens_issued >= 1);
     let handshakes_for_tokens = proxy.tls_accepted();
     assert!(handshakes_for_tokens >= 2, "{handshakes_for_tokens}");
-
-    let http = Http::new();
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(
-        proxy.tunnels() > tunnels_for_tokens,
-        "prod's API traffic skipped the proxy"
-    );
-    let r = get_plain(&http, &gw, "/test/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(
-        proxy.forwarded() > forwards_for_tokens,
-        "test's API traffic skipped the proxy"
-    );
+    api_went_through(&gw, &proxy, for_tokens).await;
     assert_eq!(prod.stats().api_requests, 1);
     assert_eq!(test.stats().api_requests, 1);
     // The pool opened its own connections to the proxy, over TLS too; no connection to the
