@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use coupa_gateway::lenient::LenientTargets;
-use coupa_gateway::proxy::headers::{remove_hop_by_hop, rewrite_request};
+use coupa_gateway::proxy::headers::{remove_hop_by_hop, request_headers, Outbound};
 use coupa_gateway::proxy::path;
 use coupa_gateway::route::RouteTable;
 use coupa_gateway::scopes::ScopeTable;
@@ -572,13 +572,14 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Names the rewrite sets itself, whatever the caller sent.
-const SET_BY_GATEWAY: [&str; 6] = [
+const SET_BY_GATEWAY: [&str; 7] = [
     "authorization",
     "x-coupa-api-key",
     "host",
     "x-forwarded-host",
     "x-forwarded-for",
     "x-forwarded-proto",
+    "x-request-id",
 ];
 
 /// `name` in a random mix of upper and lower case.
@@ -688,15 +689,17 @@ fn values(h: &HeaderMap, name: &HeaderName) -> Vec<HeaderValue> {
 }
 
 fn rewritten(before: &HeaderMap, bearer: Option<&HeaderValue>) -> HeaderMap {
-    let mut after = before.clone();
-    rewrite_request(
-        &mut after,
-        &HeaderValue::from_static("acme.coupahost.com"),
-        bearer.cloned(),
-        &HeaderValue::from_static("10.1.2.3"),
-        &HeaderValue::from_static("https"),
-    );
-    after
+    request_headers(
+        before,
+        Outbound {
+            host: &HeaderValue::from_static("acme.coupahost.com"),
+            bearer,
+            peer_ip: &HeaderValue::from_static("10.1.2.3"),
+            proto: &HeaderValue::from_static("https"),
+            request_id: &HeaderValue::from_static("gw-1"),
+            proxy_authorization: None,
+        },
+    )
 }
 
 /// Checks what every rewrite guarantees, bearer or not; returns the names it removed.
@@ -738,6 +741,10 @@ fn check_common(
     prop_assert_eq!(
         values(after, &HeaderName::from_static("x-forwarded-proto")),
         vec![HeaderValue::from_static("https")]
+    );
+    prop_assert_eq!(
+        values(after, &HeaderName::from_static("x-request-id")),
+        vec![HeaderValue::from_static("gw-1")]
     );
     // The caller's Host (first one, unless declared hop-by-hop) moves to X-Forwarded-Host.
     let host = (!removed.contains(&http::header::HOST))
