@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod drain;
 pub mod egress;
 pub mod identity;
 pub mod lenient;

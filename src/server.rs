@@ -10,7 +10,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::atomic::Ordering;
 
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -18,6 +17,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::drain::{Drain, Watcher};
 use crate::lenient::LenientTargets;
 use crate::metrics::Metrics;
 use crate::migration::Tracker;
@@ -250,13 +250,12 @@ impl Protocols {
     }
 
     /// Serves one connection with `svc` until it closes, watched for graceful shutdown when a
-    /// watcher is given (with `draining`, which flips when the drain starts). `idle_timeout`
-    /// bounds the wait for the first bytes.
+    /// watcher is given. `idle_timeout` bounds the wait for the first bytes.
     async fn serve<S, Svc, B>(
         &self,
         mut io: LenientTargets<S>,
         svc: Svc,
-        graceful: Option<(Watcher, watch::Receiver<bool>)>,
+        mut watcher: Option<Watcher>,
         idle_timeout: Duration,
     ) -> Result<(), hyper::Error>
     where
@@ -268,12 +267,11 @@ impl Protocols {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let (watcher, mut draining) = graceful.unzip();
-        // Before hyper has the connection, its watcher cannot close it: a connection that has
-        // sent nothing yet must not hold up a drain until its idle timeout.
+        // Before hyper has the connection, hyper cannot close it: a connection that has sent
+        // nothing yet must not hold up a drain until its idle timeout.
         let drain_started = async {
-            match &mut draining {
-                Some(d) => drop(d.wait_for(|started| *started).await),
+            match &mut watcher {
+                Some(w) => w.started().await,
                 None => std::future::pending().await,
             }
         };
@@ -288,9 +286,21 @@ impl Protocols {
         let io = TokioIo::new(io);
         match (h2, watcher) {
             (false, None) => self.h1.serve_connection(io, svc).await,
-            (false, Some(w)) => w.watch(self.h1.serve_connection(io, svc)).await,
+            (false, Some(w)) => {
+                w.watch(
+                    self.h1.serve_connection(io, svc),
+                    http1::Connection::graceful_shutdown,
+                )
+                .await
+            }
             (true, None) => self.h2.serve_connection(io, svc).await,
-            (true, Some(w)) => w.watch(self.h2.serve_connection(io, svc)).await,
+            (true, Some(w)) => {
+                w.watch(
+                    self.h2.serve_connection(io, svc),
+                    http2::Connection::graceful_shutdown,
+                )
+                .await
+            }
         }
     }
 }
@@ -406,8 +416,7 @@ impl Worker {
     async fn serve(mut self) {
         let worker = self.index;
         let builder = Arc::new(Protocols::new(&self.shared.runtime.load().config.server));
-        let graceful = GracefulShutdown::new();
-        let (drain, draining) = watch::channel(false);
+        let drain = Drain::new();
         let mut connections = JoinSet::new();
         while let Some((stream, peer)) = self.accepted.recv().await {
             while connections.try_join_next().is_some() {}
@@ -432,7 +441,7 @@ impl Worker {
             };
             let shared = self.shared.clone();
             let builder = builder.clone();
-            let watcher = (graceful.watcher(), draining.clone());
+            let watcher = drain.watcher();
             connections.spawn(async move {
                 let _open = open;
                 match acceptor {
@@ -453,11 +462,10 @@ impl Worker {
         }
         tracing::info!(
             worker,
-            connections = graceful.count(),
+            connections = connections.len(),
             "stopped accepting; draining connections"
         );
-        let _ = drain.send(true);
-        graceful.shutdown().await;
+        drain.start();
         while connections.join_next().await.is_some() {}
     }
 }
@@ -478,7 +486,7 @@ async fn serve_http<S>(
     shared: Arc<Shared>,
     conn: ConnInfo,
     stream: S,
-    watcher: (Watcher, watch::Receiver<bool>),
+    watcher: Watcher,
     (header_timeout, idle_timeout): (Duration, Duration),
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,

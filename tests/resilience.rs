@@ -514,6 +514,18 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let prod = mock("prod").await;
     let gw = start(&toml(&prod, NO_LIMIT, "shutdown_grace = \"5s\"", "")).await;
     let (addr, admin) = (gw.addr(), gw.admin_addr());
+    // An idle keep-alive connection (one exchange done) is closed by the drain at once, not
+    // after idle_timeout (60 s) or the grace (5 s).
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /prod/api/invoices/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut first))
+        .await
+        .expect("an answer on the keep-alive connection")
+        .unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
     prod.faults().set_api_delay(Duration::from_millis(700));
     // A connection that never sends a byte (a load balancer's TCP check, a client that stalls)
     // must not hold up the drain: idle_timeout is 60 s, the grace 5 s.
@@ -524,8 +536,14 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
             .await
             .status
     });
-    assert!(eventually(Duration::from_secs(5), || prod.stats().api_requests >= 1).await);
+    assert!(eventually(Duration::from_secs(5), || prod.stats().api_requests >= 2).await);
     let shutdown = tokio::spawn(gw.shutdown_gracefully());
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "the idle keep-alive connection was not closed by the drain: {closed:?}"
+    );
     // Readiness fails at once, new connections are refused, the slow request completes.
     let ready = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
