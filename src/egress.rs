@@ -396,7 +396,12 @@ impl fmt::Debug for EgressStream {
 
 impl Connection for EgressStream {
     fn connected(&self) -> Connected {
-        let connected = self.io.connected();
+        // PERF: not `self.io.connected()`: hyper-util's TCP stream attaches an `HttpInfo` (the
+        // socket addresses) that the pooled client then copies into the extensions of every
+        // response, a map allocated and freed per response that nothing here reads (callgrind:
+        // benches/RESULTS.md). The TLS to an https:// proxy offers no ALPN, so the inner
+        // stream has nothing else to report.
+        let connected = Connected::new();
         if self.proxied {
             // Makes hyper's pool send `GET http://host/path` instead of `GET /path`.
             connected.proxy(true)
