@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-/// One worker's drain signal. Cloning shares it.
-#[derive(Debug, Clone, Default)]
+/// One worker's drain signal.
+#[derive(Debug, Default)]
 pub struct Drain {
     inner: Arc<Inner>,
 }
