@@ -11,7 +11,8 @@
 //!   and `Bytes`-backed `HeaderValue` clones. A caller's own `X-Forwarded-For` adds a `Vec` and
 //!   a `HeaderValue` (the joined list); a `Connection` header naming custom headers adds a
 //!   `Vec<HeaderName>` and a name per token (`keep-alive`/`close` cost nothing). The setup (a
-//!   head parsed the way hyper does it) and the drops are outside the timing (`iter_batched`).
+//!   head parsed the way hyper does it) and the drops are outside the timing
+//!   (`iter_batched_ref`).
 //!   The response side (`remove_hop_by_hop`) allocates nothing.
 //! - `token_bearer`: nothing (an `ArcSwap` load and a refcount bump on the `Bytes` behind the
 //!   prebuilt `Bearer …` value).
