@@ -110,7 +110,7 @@ static ALIASES: Mutex<Vec<(Authority, Authority)>> = Mutex::new(Vec::new());
 /// key with SipHash on every checkout and every return, and `http`'s `Hash for Authority` feeds
 /// the hasher one byte at a time: 2,000–2,400 instructions per request for `127.0.0.1:19090`
 /// (callgrind, benches/RESULTS.md), more for `acme-test.coupahost.com`. An alias is `~` and a
-/// number (`~` cannot occur in a host name, so it never shadows a real one); [`Dealias`] puts
+/// number (`~` occurs in no host name, and the configuration refuses instance URLs with one, so an alias never shadows a real host); [`Dealias`] puts
 /// the real authority back before connecting, and `Host` is always set from the real one
 /// ([`super::headers`]). Not for absolute-form requests through an outbound proxy, whose
 /// request line shows the URI's authority.
