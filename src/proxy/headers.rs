@@ -30,6 +30,9 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// Coupa and echoed in the response so a caller's log line can be matched with ours.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// `Connection`'s bit: `HOP_BY_HOP[0]`.
+const CONNECTION_BIT: u16 = 1;
+
 /// `1 << i` when `name` is `HOP_BY_HOP[i]`, else 0.
 fn hop_bit(name: &HeaderName) -> u16 {
     match role(name) {
@@ -51,7 +54,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut lists_names = false;
     let present = headers.iter().fold(0u16, |bits, (name, value)| {
         let bit = hop_bit(name);
-        if bit == 1 && !lists_names {
+        if bit == CONNECTION_BIT && !lists_names {
             // PERF: the spellings servers send, matched exactly before the general split.
             lists_names = !matches!(
                 value.as_bytes(),
@@ -111,7 +114,7 @@ enum Role {
 /// `HeaderName` comparison per special name, per header.
 fn role(name: &HeaderName) -> Role {
     match name.as_str() {
-        "connection" => Role::HopByHop(1),
+        "connection" => Role::HopByHop(CONNECTION_BIT),
         "keep-alive" => Role::HopByHop(1 << 1),
         "proxy-connection" => Role::HopByHop(1 << 2),
         "proxy-authenticate" => Role::HopByHop(1 << 3),
