@@ -15,6 +15,9 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::bounds::{self, Stall};
+use crate::lenient::ActiveRequest;
+
 /// Everything an access-log line says about one request.
 #[derive(Debug)]
 pub struct AccessRecord {
@@ -92,6 +95,10 @@ pin_project! {
         inner: Either<Incoming, Full<Bytes>>,
         log: Option<Box<AccessRecord>>,
         sent: u64,
+        // Coupa's body may pause for at most the route's timeout between frames.
+        stall: Option<Stall>,
+        // The request stays in flight on its connection until its response is sent.
+        active: Option<ActiveRequest>,
     }
 
     impl PinnedDrop for Body {
@@ -105,15 +112,22 @@ pin_project! {
     }
 }
 
+/// Coupa sent nothing of its response body for the route's timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("Coupa sent no response body bytes for {0:?} (the route's timeout)")]
+pub struct UpstreamStalled(pub Duration);
+
 use http_body::Body as _;
 
 impl Body {
-    /// Coupa's response body.
-    pub fn upstream(body: Incoming) -> Self {
+    /// Coupa's response body, failed when Coupa pauses for longer than `timeout`.
+    pub fn upstream(body: Incoming, timeout: Duration) -> Self {
         Self {
             inner: Either::Left(body),
             log: None,
             sent: 0,
+            stall: Some(Stall::new(timeout)),
+            active: None,
         }
     }
 
@@ -123,7 +137,16 @@ impl Body {
             inner: Either::Right(Full::new(bytes)),
             log: None,
             sent: 0,
+            stall: None,
+            active: None,
         }
+    }
+
+    /// Keeps `active` (the request's in-flight mark on its connection) until this body is
+    /// sent or dropped.
+    pub fn holding(mut self, active: ActiveRequest) -> Self {
+        self.active = Some(active);
+        self
     }
 
     /// Writes `record` once this body has been sent.
@@ -142,7 +165,22 @@ impl http_body::Body for Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                bounds::note_response_poll(false);
+                if let Some(stall) = this.stall {
+                    if stall.poll_expired(cx).is_ready() {
+                        return Poll::Ready(Some(Err(UpstreamStalled(stall.after()).into())));
+                    }
+                }
+                return Poll::Pending;
+            }
+        };
+        bounds::note_response_poll(true);
+        if let Some(stall) = this.stall {
+            stall.progress();
+        }
         if this.log.is_some() {
             match &frame {
                 Some(Ok(f)) => {

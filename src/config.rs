@@ -55,8 +55,15 @@ pub struct Server {
     /// `header_timeout`, default 30 s: a client must send a request's headers within this
     /// (slowloris guard).
     pub header_timeout: Duration,
-    /// `idle_timeout`, default 60 s: an idle keep-alive connection is closed after this.
+    /// `idle_timeout`, default 60 s: a connection with no request in flight is closed after
+    /// this (HTTP/2: with a GOAWAY).
     pub idle_timeout: Duration,
+    /// `body_timeout`, default 60 s: a request body that makes no progress for this long ends
+    /// the request with 408.
+    pub body_timeout: Duration,
+    /// `write_timeout`, default 60 s: a client that takes no response bytes for this long is
+    /// disconnected (HTTP/2: its stream is reset).
+    pub write_timeout: Duration,
     /// `max_header_bytes`, default 64 KiB (Coupa JWTs are several KB; integrations' own
     /// headers are small). At least 8 KiB.
     pub max_header_bytes: usize,
@@ -505,6 +512,8 @@ struct RawServer {
     request_timeout: Option<String>,
     header_timeout: Option<String>,
     idle_timeout: Option<String>,
+    body_timeout: Option<String>,
+    write_timeout: Option<String>,
     max_header_bytes: Option<RawSize>,
     max_body_bytes: Option<RawSize>,
     max_concurrent_requests: Option<usize>,
@@ -701,6 +710,16 @@ impl Validator<'_> {
             idle_timeout: self.positive(
                 "server.idle_timeout",
                 raw.server.idle_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            body_timeout: self.positive(
+                "server.body_timeout",
+                raw.server.body_timeout.as_deref(),
+                Duration::from_secs(60),
+            ),
+            write_timeout: self.positive(
+                "server.write_timeout",
+                raw.server.write_timeout.as_deref(),
                 Duration::from_secs(60),
             ),
             max_header_bytes: {

@@ -1,4 +1,4 @@
-//! Lenient request targets for the HTTP/1 listener.
+//! Lenient request targets and connection-level time bounds for the HTTP/1 listener.
 //!
 //! hyper parses the request target with the `http` crate, which refuses a few
 //! visible ASCII bytes (a raw `"` in the query, `<`, `>`, a backtick in the
@@ -11,30 +11,40 @@
 //! To rewrite request lines and never body bytes, the wrapper follows HTTP/1.1
 //! message framing (RFC 9112 §6) the way hyper does: `Content-Length` bodies
 //! are counted, chunked bodies are walked with hyper's own chunk grammar.
-//! Whenever the framing is anything but plain — `CONNECT`, `Upgrade`, the
-//! HTTP/2 preface, a head httparse refuses, conflicting lengths, a malformed
-//! chunk — it stops rewriting for the rest of the connection and passes bytes
-//! through untouched, so hyper handles or rejects them exactly as before.
+//! It never stops following: the gateway never switches protocols (it strips
+//! `Upgrade` and answers `CONNECT` with 405), so a head with `Upgrade` or
+//! `CONNECT` is framed like any other. A head it cannot follow — one httparse
+//! refuses, over the size cap, conflicting lengths, a coding hyper refuses, a
+//! malformed chunk — is handed to hyper (which answers 400 or 431) and
+//! nothing after it is: the connection reads as ended from there. A request
+//! it cannot examine is refused, never waved through.
+//!
+//! The same wrapper bounds the connection's phases that only the byte stream
+//! shows (see `bounds.rs` for the table of every phase): a started head must
+//! complete within `header_timeout`; a connection with no request in flight
+//! idles for at most `idle_timeout`; a write the client does not drain fails
+//! after `write_timeout`. These apply in every state, HTTP/2 included for writes.
 
 use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Largest head buffered for inspection. hyper refuses request targets over
-/// 64 KiB, so a maximal target plus ordinary headers fits; a longer head is
-/// handed over unchanged and hyper applies its own limits to it.
+/// Largest head buffered for inspection when no larger `max_header_bytes` is configured.
+/// hyper refuses request targets over 64 KiB, so a maximal target plus ordinary headers fits.
+/// A longer head is handed to hyper, whose own limit (never above the cap, see
+/// [`ConnLimits::max_head`]) answers it with 431, and nothing after it is.
 const MAX_HEAD: usize = 80 * 1024;
 
 /// Header slots for parsing a head: hyper's default limit is 100, and a head
-/// with more than this falls back to passthrough rather than being misread.
+/// with more than this is refused rather than misread.
 const MAX_HEADERS: usize = 128;
 
 /// Scratch buffers larger than this are released once drained, so one large
@@ -66,8 +76,7 @@ const fn byte_table(bytes: &[u8]) -> [bool; 256] {
 /// Only the request target of each request head is changed: in the path `<`,
 /// `>` and `` ` `` become `%3C`, `%3E` and `%60`; in the query `"`, `<` and
 /// `>` become `%22`, `%3C` and `%3E`. Existing escapes (`%`) and everything
-/// from a `#` on are left byte-exact. Bodies, and everything after a message
-/// whose framing is not plain `Content-Length`/chunked, pass through unchanged.
+/// from a `#` on are left byte-exact. Bodies pass through unchanged.
 ///
 /// A request head is held back until it is complete, so hyper only ever sees
 /// whole (possibly rewritten) heads. Writes go straight to the inner stream.
@@ -86,14 +95,92 @@ pub struct LenientTargets<T> {
 }
 
 /// What the connection's service and the wrapper share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnState {
-    /// Requests being served; the service counts them in and out. While any is, the
-    /// connection is not idle, however long Coupa takes.
-    pub active: AtomicUsize,
+    /// Requests being served, from the head until their response body is sent or dropped
+    /// (see [`ActiveRequest`]). While any is, the connection is not idle, however long Coupa
+    /// takes.
+    active: AtomicUsize,
+    /// When `active` last fell to 0, in milliseconds since `opened`.
+    idle_at_ms: AtomicU64,
+    opened: Instant,
     /// A request head on this connection carried both `Content-Length` and
     /// `Transfer-Encoding`; hyper accepts that (chunked wins), the gateway refuses it.
-    pub conflicting_framing: AtomicBool,
+    conflicting_framing: AtomicBool,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            idle_at_ms: AtomicU64::new(0),
+            opened: Instant::now(),
+            conflicting_framing: AtomicBool::new(false),
+        }
+    }
+}
+
+impl ConnState {
+    /// True when a request head on this connection carried both `Content-Length` and
+    /// `Transfer-Encoding` (RFC 9112 §6.1: the shape of request smuggling).
+    pub fn conflicting_framing(&self) -> bool {
+        self.conflicting_framing.load(Ordering::Acquire)
+    }
+
+    /// Since when no request has been in flight; `None` while one is.
+    ///
+    /// Accepted race: a request ending as another starts can briefly show the older idle
+    /// time. The worst outcome is an HTTP/2 GOAWAY a moment early, which RFC 9113 §6.8 makes
+    /// safe: streams above its last-stream id were not processed and are retried by clients.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.idle_at_ms.load(Ordering::Acquire);
+        Some(self.opened + Duration::from_millis(ms))
+    }
+
+    fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+}
+
+/// Counts a request as in flight on its connection until dropped. The proxy hands it to the
+/// response body, so a long download keeps the connection busy and a cancelled request (client
+/// gone) still counts out.
+#[derive(Debug)]
+pub struct ActiveRequest(Arc<ConnState>);
+
+impl ActiveRequest {
+    /// Counts a request in.
+    pub fn enter(state: Arc<ConnState>) -> Self {
+        state.active.fetch_add(1, Ordering::AcqRel);
+        Self(state)
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        let state = &self.0;
+        if state.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let ms = u64::try_from(state.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            state.idle_at_ms.store(ms, Ordering::Release);
+        }
+    }
+}
+
+/// The connection bounds the wrapper applies (`[server]` keys).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// `header_timeout`: a started request head must be complete within this.
+    pub header: Duration,
+    /// `idle_timeout`: with no request in flight, the connection may be silent this long.
+    pub idle: Duration,
+    /// `write_timeout`: a write the client does not take for this long ends the connection.
+    pub write: Duration,
+    /// hyper's `max_header_size`: heads are buffered up to one byte more than this, so hyper
+    /// always sees a head too large for it and answers 431 itself.
+    pub max_head: usize,
 }
 
 /// Connection-level timeouts. hyper-util's HTTP/1-or-2 detection has none, and hyper's own
@@ -102,26 +189,32 @@ pub struct ConnState {
 #[derive(Debug)]
 struct Limits {
     state: Arc<ConnState>,
-    header: Duration,
-    idle: Duration,
+    bounds: ConnLimits,
     /// The last byte read or written.
     last_activity: Instant,
     /// When the head in progress started arriving (a head spanning reads).
     head_since: Option<Instant>,
     timer: Pin<Box<Sleep>>,
+    /// When the pending write started waiting for the client to read.
+    write_since: Option<Instant>,
+    /// Made at the first write that has to wait: most connections never need it.
+    write_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Limits {
-    /// The deadline that applies now, if any: a started head must complete within `header`;
-    /// a connection waiting for a head, with no request being served, may idle for `idle`.
+    /// The read deadline that applies now, if any: a started head must complete within
+    /// `header`; with no request in flight, the connection may idle for `idle` (this also
+    /// bounds hyper draining a body nobody reads). While a request is in flight its own
+    /// bounds apply (`bounds.rs`); an HTTP/2 connection's idleness is judged by its requests,
+    /// not its bytes (pings), in `server.rs`.
     fn deadline(&self, framer: &Framer) -> Option<Instant> {
-        if !framer.in_head() {
-            return None;
+        match framer.state {
+            State::H2 => None,
+            State::Head(_) if self.head_since.is_some() => {
+                self.head_since.map(|since| since + self.bounds.header)
+            }
+            _ => (!self.state.is_active()).then(|| self.last_activity + self.bounds.idle),
         }
-        if let Some(since) = self.head_since {
-            return Some(since + self.header);
-        }
-        (self.state.active.load(Ordering::Acquire) == 0).then(|| self.last_activity + self.idle)
     }
 }
 
@@ -132,26 +225,28 @@ impl<T> LenientTargets<T> {
         Self {
             io,
             limits: None,
-            framer: Framer::new(),
+            framer: Framer::new(MAX_HEAD),
             unread: Vec::new(),
             unread_pos: 0,
             out_pos: 0,
         }
     }
 
-    /// Like [`LenientTargets::new`], and also closes the connection (an `io::ErrorKind::TimedOut`
-    /// read error) when a request head takes longer than `header` to arrive, or when it sits
-    /// idle for `idle` between requests. `state` is shared with the connection's service.
-    pub fn with_limits(io: T, state: Arc<ConnState>, header: Duration, idle: Duration) -> Self {
+    /// Like [`LenientTargets::new`], and also applies `bounds`: a read or write that passes
+    /// its deadline fails with `io::ErrorKind::TimedOut`, which ends the connection. `state` is
+    /// shared with the connection's service.
+    pub fn with_limits(io: T, state: Arc<ConnState>, bounds: ConnLimits) -> Self {
         let now = Instant::now();
         let mut this = Self::new(io);
+        this.framer.max_head = MAX_HEAD.max(bounds.max_head.saturating_add(1));
         this.limits = Some(Limits {
             state,
-            header,
-            idle,
+            bounds,
             last_activity: now,
             head_since: None,
-            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            timer: Box::pin(tokio::time::sleep_until(now + bounds.idle)),
+            write_since: None,
+            write_timer: None,
         });
         this
     }
@@ -181,8 +276,8 @@ impl<T> LenientTargets<T> {
         };
     }
 
-    /// Before returning `Pending`: arm the timer for the deadline that applies, or fail the
-    /// read if it has passed.
+    /// Before returning `Pending` from a read: arm the timer for the deadline that applies, or
+    /// fail the read if it has passed.
     fn check_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         let Some(limits) = &mut self.limits else {
             return Ok(());
@@ -192,9 +287,9 @@ impl<T> LenientTargets<T> {
         };
         if Instant::now() >= deadline {
             let what = if limits.head_since.is_some() {
-                "request head not complete"
+                "request head not complete (server.header_timeout)"
             } else {
-                "idle"
+                "idle (server.idle_timeout)"
             };
             return Err(io::Error::new(io::ErrorKind::TimedOut, what));
         }
@@ -205,6 +300,40 @@ impl<T> LenientTargets<T> {
         // started in the meantime).
         let _ = limits.timer.as_mut().poll(cx);
         Ok(())
+    }
+
+    /// A write (or flush) had to wait: fail it once the client has not taken a byte for
+    /// `write_timeout`, else make sure the task wakes to check again.
+    fn write_waits(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(limits) = &mut self.limits else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let deadline = *limits.write_since.get_or_insert(now) + limits.bounds.write;
+        if now >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading (server.write_timeout)",
+            ));
+        }
+        let timer = limits
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        let _ = timer.as_mut().poll(cx);
+        Ok(())
+    }
+
+    /// A write or flush went through: the client is reading, and the connection is not idle.
+    fn wrote(&mut self, n: usize) {
+        if let Some(limits) = &mut self.limits {
+            if n > 0 {
+                limits.last_activity = Instant::now();
+            }
+            limits.write_since = None;
+        }
     }
 
     /// Reads the connection's first bytes until they show whether the client speaks HTTP/2
@@ -229,7 +358,11 @@ impl<T> LenientTargets<T> {
         if let Some(limits) = &mut self.limits {
             limits.last_activity = Instant::now();
         }
-        Ok(self.unread.starts_with(PREFACE))
+        let h2 = self.unread.starts_with(PREFACE);
+        if h2 {
+            self.framer.state = State::H2;
+        }
+        Ok(h2)
     }
 
     /// Returns the wrapped connection. Bytes already read from it but not yet
@@ -264,6 +397,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for LenientTargets<T> {
                     recycle(&mut this.framer.out);
                 }
                 return Poll::Ready(Ok(()));
+            }
+
+            // After a head hyper will refuse, nothing more reaches it: what the client
+            // still sends is read and dropped (so its EOF is still seen, and a reset does not
+            // destroy the answer), and the read deadlines keep applying.
+            if this.framer.is_refused() {
+                this.unread = Vec::new();
+                this.unread_pos = 0;
+                return this.discard(cx, buf);
             }
 
             // 2. Bytes that followed a buffered head in an earlier read.
@@ -316,6 +458,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for LenientTargets<T> {
             }
             let mut pos = start;
             while pos < end {
+                if this.framer.is_refused() {
+                    // Bytes after a refused head are dropped.
+                    buf.set_filled(pos);
+                    break;
+                }
                 if !this.framer.in_head() {
                     pos += this.framer.pass_len(&buf.filled()[pos..end]);
                     continue;
@@ -341,6 +488,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for LenientTargets<T> {
     }
 }
 
+impl<T: AsyncRead + Unpin> LenientTargets<T> {
+    /// Reads and drops the client's bytes until EOF (returned as EOF) or `Pending` (bounded by
+    /// the read deadline). Dropped bytes are not activity: a client cannot keep a refused
+    /// connection open by sending more.
+    fn discard(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let start = buf.filled().len();
+        loop {
+            if Pin::new(&mut self.io).poll_read(cx, buf)?.is_pending() {
+                self.check_deadline(cx)?;
+                return Poll::Pending;
+            }
+            let got = buf.filled().len() > start;
+            buf.set_filled(start);
+            if !got {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -348,9 +515,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
-        this.wrote(n);
-        Poll::Ready(Ok(n))
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(written) => {
+                let n = written?;
+                this.wrote(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                this.write_waits(cx)?;
+                Poll::Pending
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -359,9 +534,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
-        this.wrote(n);
-        Poll::Ready(Ok(n))
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(written) => {
+                let n = written?;
+                this.wrote(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                this.write_waits(cx)?;
+                Poll::Pending
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -369,20 +552,28 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(flushed) => {
+                flushed?;
+                this.wrote(0);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                this.write_waits(cx)?;
+                Poll::Pending
+            }
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-impl<T> LenientTargets<T> {
-    /// A response being written (a long download) is activity, not idleness.
-    fn wrote(&mut self, n: usize) {
-        if let (Some(limits), true) = (&mut self.limits, n > 0) {
-            limits.last_activity = Instant::now();
+        let this = self.get_mut();
+        let shut = Pin::new(&mut this.io).poll_shutdown(cx);
+        if shut.is_pending() {
+            // A TLS close_notify the client never reads must not hold the task either.
+            this.write_waits(cx)?;
         }
+        shut
     }
 }
 
@@ -404,8 +595,12 @@ enum State {
     Fixed(u64),
     /// Inside a chunked body.
     Chunked(Chunk),
-    /// No longer tracking framing: everything passes unchanged.
-    Passthrough,
+    /// An HTTP/2 connection (the preface was sniffed): bytes pass unchanged, and hyper's h2
+    /// and `bounds.rs` own its framing and timeouts.
+    H2,
+    /// A head hyper will refuse (or one the wrapper cannot follow) has been handed over;
+    /// nothing after it is.
+    Refused,
 }
 
 impl State {
@@ -436,20 +631,27 @@ struct Framer {
     out: Vec<u8>,
     /// A head carried both `Content-Length` and `Transfer-Encoding`.
     conflicting: bool,
+    /// The longest head buffered for inspection.
+    max_head: usize,
 }
 
 impl Framer {
-    fn new() -> Self {
+    fn new(max_head: usize) -> Self {
         Self {
             state: State::head(),
             head: Vec::new(),
             out: Vec::new(),
             conflicting: false,
+            max_head,
         }
     }
 
     fn in_head(&self) -> bool {
         matches!(self.state, State::Head(_))
+    }
+
+    fn is_refused(&self) -> bool {
+        matches!(self.state, State::Refused)
     }
 
     /// Offers bytes to the head in progress. Only valid in the `Head` state
@@ -459,21 +661,21 @@ impl Framer {
         let State::Head(scan) = &mut self.state else {
             unreachable!("feed_head outside a head");
         };
-        let window = &data[..data.len().min(MAX_HEAD - self.head.len())];
+        let window = &data[..data.len().min(self.max_head - self.head.len())];
         let Some(last) = scan.find_end(window) else {
             if window.len() == data.len() {
                 self.head.extend_from_slice(data);
                 return HeadStep::Taken(data.len());
             }
-            // Over the cap: give up on this connection and let hyper judge
-            // the head with its own, larger limits.
-            self.state = State::Passthrough;
+            // Over the cap, which is above hyper's header limit: hyper answers 431 for the
+            // capped head it gets, and nothing after it reaches hyper.
+            self.state = State::Refused;
             if self.head.is_empty() {
-                return HeadStep::InPlace(data.len());
+                return HeadStep::InPlace(window.len());
             }
-            self.head.extend_from_slice(data);
+            self.head.extend_from_slice(window);
             std::mem::swap(&mut self.head, &mut self.out);
-            return HeadStep::Taken(data.len());
+            return HeadStep::Taken(window.len());
         };
         let end = last + 1;
         if self.head.is_empty() {
@@ -506,13 +708,15 @@ impl Framer {
     }
 
     /// Counts the leading bytes of `data` that belong to the current body (or
-    /// to passthrough) and advances past them. Returns less than `data.len()`
-    /// only when a message ended inside `data` and a head follows; it never
-    /// returns 0 for non-empty `data` outside the `Head` state.
+    /// to an HTTP/2 stream) and advances past them. Returns less than
+    /// `data.len()` only when a message ended inside `data` (a head follows)
+    /// or the body turned out malformed (the state is then `Refused`); it
+    /// never returns 0 for non-empty `data` in a body or HTTP/2 state.
     fn pass_len(&mut self, data: &[u8]) -> usize {
         match &mut self.state {
             State::Head(_) => unreachable!("pass_len inside a head"),
-            State::Passthrough => data.len(),
+            State::Refused => 0,
+            State::H2 => data.len(),
             State::Fixed(remaining) => {
                 let n = usize::try_from(*remaining).map_or(data.len(), |r| r.min(data.len()));
                 *remaining -= n as u64;
@@ -525,13 +729,12 @@ impl Framer {
                 let (n, next) = chunk.advance(data);
                 match next {
                     ChunkNext::More(c) => *chunk = c,
+                    // hyper answers a request with both lengths and closes: what follows
+                    // is never read as a request (the gateway refuses it anyway).
+                    ChunkNext::Done if self.conflicting => self.state = State::Refused,
                     ChunkNext::Done => self.state = State::head(),
-                    // hyper will fail this body and close the connection;
-                    // until then nothing here is a head.
-                    ChunkNext::Bad => {
-                        self.state = State::Passthrough;
-                        return data.len();
-                    }
+                    // hyper fails this body at the same byte and closes the connection.
+                    ChunkNext::Bad => self.state = State::Refused,
                 }
                 n
             }
@@ -544,7 +747,7 @@ impl Framer {
         if self.head.is_empty() {
             return false;
         }
-        self.state = State::Passthrough;
+        self.state = State::Refused;
         std::mem::swap(&mut self.head, &mut self.out);
         true
     }
@@ -610,8 +813,8 @@ struct Verdict {
 /// Parses a complete head the way hyper does and decides how to forward it
 /// and what follows it.
 fn examine(head: &[u8]) -> Verdict {
-    let passthrough = Verdict {
-        next: State::Passthrough,
+    let refused = Verdict {
+        next: State::Refused,
         rewrite: None,
         conflicting: false,
     };
@@ -619,30 +822,22 @@ fn examine(head: &[u8]) -> Verdict {
     // of stack on every request head.
     let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    // Anything but a clean parse that ends exactly at our blank line (the
-    // HTTP/2 preface, a malformed head, too many headers) is left to hyper.
+    // Anything but a clean parse that ends exactly at our blank line (a
+    // malformed head, too many headers) goes to hyper, which refuses it too.
     match req.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(len)) if len == head.len() => {}
-        _ => return passthrough,
+        _ => return refused,
     }
-    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
-        return passthrough;
+    let (Some(target), Some(version)) = (req.path, req.version) else {
+        return refused;
     };
-    let next = framing(method, version, req.headers);
     let has = |name: &[u8]| {
         req.headers
             .iter()
             .any(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
     };
     let conflicting = has(b"transfer-encoding") && has(b"content-length");
-    // A CONNECT target is an authority; there is no path or query to fix.
-    if method == "CONNECT" {
-        return Verdict {
-            next,
-            rewrite: None,
-            conflicting,
-        };
-    }
+    let next = framing(version, req.headers);
     let target = target.as_bytes();
     // httparse hands back a subslice of `head`; its offset locates the target.
     let offset = target.as_ptr() as usize - head.as_ptr() as usize;
@@ -659,12 +854,10 @@ fn examine(head: &[u8]) -> Verdict {
 
 /// The framing of the body after a request head, mirroring hyper's server
 /// (RFC 9112 §6.3): `Transfer-Encoding` ending in `chunked`, else a
-/// `Content-Length`, else no body. Anything hyper rejects or that turns the
-/// connection into something else becomes passthrough.
-fn framing(method: &str, version: u8, headers: &[httparse::Header<'_>]) -> State {
-    if method == "CONNECT" {
-        return State::Passthrough;
-    }
+/// `Content-Length`, else no body. `Upgrade` and `CONNECT` change nothing: the
+/// gateway never answers 101 or a 2xx to CONNECT, so hyper keeps reading
+/// HTTP/1. A head whose framing hyper refuses is `Refused`.
+fn framing(version: u8, headers: &[httparse::Header<'_>]) -> State {
     let mut chunked = None;
     let mut length = None;
     let mut bad_length = false;
@@ -679,21 +872,22 @@ fn framing(method: &str, version: u8, headers: &[httparse::Header<'_>]) -> State
                 (Some(n), Some(prev)) if n == prev => {}
                 _ => bad_length = true,
             }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            // After a 101 the bytes are another protocol.
-            return State::Passthrough;
         }
     }
-    match (chunked, length) {
-        // Both framings at once is the shape of request smuggling; hyper
-        // picks chunked and closes afterwards. Nothing to gain by following.
-        (Some(_), Some(_)) => State::Passthrough,
-        _ if bad_length => State::Passthrough,
-        // Chunked is HTTP/1.1 only; hyper rejects other codings.
-        (Some(true), None) if version == 1 => State::Chunked(Chunk::Start),
-        (Some(_), None) => State::Passthrough,
-        (None, Some(0) | None) => State::head(),
-        (None, Some(n)) => State::Fixed(n),
+    match chunked {
+        // Chunked is HTTP/1.1 only, must be the last coding, and beside a
+        // malformed length hyper's verdict depends on header order: refused.
+        Some(_) if version != 1 || bad_length => State::Refused,
+        Some(false) => State::Refused,
+        // With a Content-Length too (the shape of request smuggling), hyper
+        // goes by chunked; the gateway answers 400 and `pass_len` stops after
+        // the body.
+        Some(true) => State::Chunked(Chunk::Start),
+        None if bad_length => State::Refused,
+        None => match length {
+            Some(0) | None => State::head(),
+            Some(n) => State::Fixed(n),
+        },
     }
 }
 
@@ -1179,7 +1373,7 @@ mod tests {
 
     #[test]
     fn a_clean_head_in_one_piece_is_not_copied() {
-        let mut framer = Framer::new();
+        let mut framer = Framer::new(MAX_HEAD);
         let head = b"GET /a?b=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\nxyGET";
         assert_eq!(framer.feed_head(head), HeadStep::InPlace(head.len() - 5));
         assert!(framer.out.is_empty());
@@ -1188,74 +1382,105 @@ mod tests {
         assert!(framer.in_head());
     }
 
-    /// After the first head, everything must come out exactly as it went in.
-    async fn check_passthrough_after(first_sent: &str, first_seen: &str, rest: &str) {
-        let follow = format!("{rest}GET /after?q=\"not rewritten\" HTTP/1.1\r\n\r\n");
+    /// After a head the wrapper cannot follow, hyper gets that head and nothing more.
+    async fn check_refused_after(first_sent: &str, first_seen: &str, rest: &str) {
+        let follow = format!("{rest}GET /after?q=\"never seen\" HTTP/1.1\r\n\r\n");
         check(
             format!("{first_sent}{follow}").as_bytes(),
-            format!("{first_seen}{follow}").as_bytes(),
+            first_seen.as_bytes(),
         )
         .await;
     }
 
     #[tokio::test]
-    async fn unusual_framing_falls_back_to_passthrough() {
+    async fn upgrade_and_connect_heads_are_framed_like_any_other() {
+        // The gateway never switches protocols, so hyper keeps reading HTTP/1 after these:
+        // the next head must still be fixed (and, with limits, timed).
+        let next = (
+            "GET /n?q=\"1\" HTTP/1.1\r\n\r\n",
+            "GET /n?q=%221%22 HTTP/1.1\r\n\r\n",
+        );
         bounded(async {
-            // The HTTP/2 prior-knowledge preface.
-            let preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-            check_passthrough_after(preface, preface, "\0\0\0\x04\0\0\0\0\0").await;
-            let connect = "CONNECT coupa.example:443 HTTP/1.1\r\nHost: coupa.example:443\r\n\r\n";
-            check_passthrough_after(connect, connect, "\x16\x03\x01").await;
-            // The upgrade request itself is fine to fix; what follows is not HTTP/1.
-            check_passthrough_after(
-                "GET /ws?t=\"1\" HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                "GET /ws?t=%221%22 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                "\u{81}\u{5}hello",
-            )
-            .await;
-            // Request-smuggling shapes: hyper decides, we do not follow.
-            let both =
-                "POST /s HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-            check_passthrough_after(both, both, "0\r\n\r\n").await;
-            let both =
-                "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n";
-            check_passthrough_after(both, both, "0\r\n\r\n").await;
-            let two = "POST /s HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
-            check_passthrough_after(two, two, "hello!").await;
-            let list = "POST /s HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n";
-            check_passthrough_after(list, list, "hello").await;
-            let signed = "POST /s HTTP/1.1\r\nContent-Length: +5\r\n\r\n";
-            check_passthrough_after(signed, signed, "hello").await;
-            let gzip = "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n";
-            check_passthrough_after(gzip, gzip, "0\r\n\r\n").await;
-            let old = "POST /s HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
-            check_passthrough_after(old, old, "0\r\n\r\n").await;
-            // A chunked body hyper would refuse: bare LF after the size.
-            let chunked = "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-            check_passthrough_after(chunked, chunked, "5\nhello\r\n0\r\n\r\n").await;
-            check_passthrough_after(chunked, chunked, "5\r\nhelloX\r\n0\r\n\r\n").await;
-            check_passthrough_after(chunked, chunked, "fffffffffffffffff\r\n").await;
-            // A head httparse refuses (header without a colon) stays as sent.
-            let bad = "GET /a?b=\"c\" HTTP/1.1\r\nNo colon here\r\n\r\n";
-            check_passthrough_after(bad, bad, "").await;
-            let bad = "GET /a?b=\"c\"  HTTP/1.1\r\n\r\n";
-            check_passthrough_after(bad, bad, "").await;
+            for (head, seen) in [
+                (
+                    "GET /ws?t=\"1\" HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                    "GET /ws?t=%221%22 HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                ),
+                (
+                    "CONNECT coupa.example:443 HTTP/1.1\r\nHost: coupa.example:443\r\n\r\n",
+                    "CONNECT coupa.example:443 HTTP/1.1\r\nHost: coupa.example:443\r\n\r\n",
+                ),
+                (
+                    "CONNECT /prod/api/x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                    "CONNECT /prod/api/x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                ),
+            ] {
+                let sent = format!("{head}{}", next.0);
+                let expected = format!("{seen}{}", next.1);
+                check(sent.as_bytes(), expected.as_bytes()).await;
+            }
         })
         .await;
     }
 
     #[tokio::test]
-    async fn partial_and_oversized_heads_pass_unchanged() {
+    async fn framing_hyper_refuses_ends_what_reaches_hyper() {
+        bounded(async {
+            // The HTTP/2 preface without the sniff (the listener sniffs first): not HTTP/1.
+            check_refused_after(
+                "PRI * HTTP/2.0\r\n\r\n",
+                "PRI * HTTP/2.0\r\n\r\n",
+                "SM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+            )
+            .await;
+            // Request-smuggling shapes: hyper goes by chunked; so does the wrapper, up to
+            // the end of that body and no further (the gateway answers 400 and closes).
+            for both in [
+                "POST /s HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            ] {
+                let seen = format!("{both}0\r\n\r\n");
+                check_refused_after(both, &seen, "0\r\n\r\n").await;
+            }
+            for refused in [
+                "POST /s HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                "POST /s HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+                "POST /s HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+                "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                "POST /s HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST /s HTTP/1.1\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                // A head httparse refuses (header without a colon, two spaces) stays as sent.
+                "GET /a?b=\"c\" HTTP/1.1\r\nNo colon here\r\n\r\n",
+                "GET /a?b=\"c\"  HTTP/1.1\r\n\r\n",
+            ] {
+                check_refused_after(refused, refused, "hello").await;
+            }
+            // A chunked body hyper would refuse passes up to the byte hyper fails on.
+            let chunked = "POST /s HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+            for (body, seen) in [
+                ("5\nhello\r\n0\r\n\r\n", "5\n"),
+                ("5\r\nhelloX\r\n0\r\n\r\n", "5\r\nhelloX"),
+                ("fffffffffffffffff\r\n", "fffffffffffffffff"),
+            ] {
+                check_refused_after(chunked, &format!("{chunked}{seen}"), body).await;
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn partial_and_oversized_heads_end_what_reaches_hyper() {
         bounded(async {
             let partial = "GET /a?b=\"c\" HTTP/1.1\r\nHost: x\r\n";
             check(partial.as_bytes(), partial.as_bytes()).await;
             let partial = "POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc";
             check(partial.as_bytes(), partial.as_bytes()).await;
+            // Over the cap: hyper gets the first MAX_HEAD bytes, unchanged, and no more.
             let huge = format!(
                 "GET /a?b=\"c\" HTTP/1.1\r\nX-Big: {}\r\n\r\nGET /d?\"e\" HTTP/1.1\r\n\r\n",
                 "a".repeat(MAX_HEAD)
             );
-            check(huge.as_bytes(), huge.as_bytes()).await;
+            check(huge.as_bytes(), &huge.as_bytes()[..MAX_HEAD]).await;
             // Just under the cap is still rewritten.
             let line = "GET /a?b=\"c\" HTTP/1.1\r\nX-Big: ";
             let filler = "a".repeat(MAX_HEAD - line.len() - 4);

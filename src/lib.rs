@@ -9,6 +9,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod bounds;
 pub mod commands;
 pub mod config;
 pub mod drain;

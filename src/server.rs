@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::bounds::{IdleGoaway, StreamExecutor};
 use crate::config::Config;
 use crate::drain::{Drain, Watcher};
-use crate::lenient::LenientTargets;
+use crate::lenient::{ActiveRequest, ConnLimits, ConnState, LenientTargets};
 use crate::metrics::Metrics;
 use crate::migration::Tracker;
 use crate::proxy::{self, ConnInfo};
@@ -222,7 +223,9 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartE
 /// the connection's first bytes choose the builder ([`LenientTargets::sniff_h2_preface`]).
 pub(crate) struct Protocols {
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    h2: http2::Builder<StreamExecutor>,
+    /// The bounds each connection's wrapper applies.
+    pub(crate) limits: ConnLimits,
 }
 
 impl Protocols {
@@ -242,21 +245,38 @@ impl Protocols {
             // header limit is set higher than that.
             .max_buf_size(server.max_header_bytes.max(8192 + 100 * 4096))
             .keep_alive(true);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        // Each stream's task runs under a guard that resets it when the client leaves its
+        // flow-control window shut (bounds.rs).
+        let mut h2 = http2::Builder::new(StreamExecutor {
+            write_timeout: server.write_timeout,
+        });
         h2.timer(TokioTimer::new())
             .keep_alive_interval(Some(server.idle_timeout))
             .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
-        Self { h1, h2 }
+        let limits = ConnLimits {
+            header: server.header_timeout,
+            idle: server.idle_timeout,
+            write: server.write_timeout,
+            max_head: server.max_header_bytes,
+        };
+        Self { h1, h2, limits }
+    }
+
+    /// Wraps an accepted (and possibly decrypted) connection in the wrapper that fixes request
+    /// targets and applies the connection's time bounds.
+    fn wrap<S>(&self, stream: S, state: Arc<ConnState>) -> LenientTargets<S> {
+        LenientTargets::with_limits(stream, state, self.limits)
     }
 
     /// Serves one connection with `svc` until it closes, watched for graceful shutdown when a
-    /// watcher is given. `idle_timeout` bounds the wait for the first bytes.
+    /// watcher is given. `idle_timeout` bounds the wait for the first bytes; an HTTP/2
+    /// connection with no request in flight (`state`) for that long gets a GOAWAY.
     async fn serve<S, Svc, B>(
         &self,
         mut io: LenientTargets<S>,
         svc: Svc,
         mut watcher: Option<Watcher>,
-        idle_timeout: Duration,
+        state: Arc<ConnState>,
     ) -> Result<(), hyper::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -275,6 +295,7 @@ impl Protocols {
                 None => std::future::pending().await,
             }
         };
+        let idle_timeout = self.limits.idle;
         let sniffed = tokio::select! {
             sniffed = tokio::time::timeout(idle_timeout, io.sniff_h2_preface()) => sniffed,
             () = drain_started => return Ok(()),
@@ -293,13 +314,17 @@ impl Protocols {
                 )
                 .await
             }
-            (true, None) => self.h2.serve_connection(io, svc).await,
-            (true, Some(w)) => {
-                w.watch(
+            (true, watcher) => {
+                let conn = IdleGoaway::new(
                     self.h2.serve_connection(io, svc),
+                    state,
+                    idle_timeout,
                     http2::Connection::graceful_shutdown,
-                )
-                .await
+                );
+                match watcher {
+                    None => conn.await,
+                    Some(w) => w.watch(conn, IdleGoaway::graceful_shutdown).await,
+                }
             }
         }
     }
@@ -431,14 +456,8 @@ impl Worker {
             // Taken per connection from the current snapshot, so a reload that renews the
             // certificate or turns TLS on or off applies to the next connection (the listening
             // socket itself never changes).
-            let (acceptor, limits) = {
-                let runtime = self.shared.runtime.load();
-                let server = &runtime.config.server;
-                (
-                    runtime.tls_acceptor.clone(),
-                    (server.header_timeout, server.idle_timeout),
-                )
-            };
+            let acceptor = self.shared.runtime.load().tls_acceptor.clone();
+            let handshake_timeout = builder.limits.header;
             let shared = self.shared.clone();
             let builder = builder.clone();
             let watcher = drain.watcher();
@@ -447,15 +466,16 @@ impl Worker {
                 match acceptor {
                     None => {
                         let conn = ConnInfo::new(peer, worker);
-                        serve_http(&builder, shared, conn, stream, watcher, limits).await;
+                        serve_http(&builder, shared, conn, stream, watcher).await;
                     }
                     Some(acceptor) => {
                         // In the connection's task, so a slow handshake never holds up others.
-                        let Some(tls) = handshake(&acceptor, stream, peer, limits.0).await else {
+                        let Some(tls) = handshake(&acceptor, stream, peer, handshake_timeout).await
+                        else {
                             return;
                         };
                         let conn = ConnInfo::https(peer, worker);
-                        serve_http(&builder, shared, conn, tls, watcher, limits).await;
+                        serve_http(&builder, shared, conn, tls, watcher).await;
                     }
                 }
             });
@@ -487,7 +507,6 @@ async fn serve_http<S>(
     conn: ConnInfo,
     stream: S,
     watcher: Watcher,
-    (header_timeout, idle_timeout): (Duration, Duration),
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -496,9 +515,10 @@ async fn serve_http<S>(
     // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses; the same
     // wrapper enforces the header and idle timeouts. Inside TLS, so the bytes it sees are the
     // decrypted request lines.
-    let io = LenientTargets::with_limits(stream, conn.state.clone(), header_timeout, idle_timeout);
+    let state = conn.state.clone();
+    let io = protocols.wrap(stream, state.clone());
     let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-    let served = protocols.serve(io, svc, Some(watcher), idle_timeout);
+    let served = protocols.serve(io, svc, Some(watcher), state);
     if let Err(e) = served.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
@@ -566,16 +586,23 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
         let (stream, _peer) = accept(&listener).await;
         let shared = shared.clone();
         let builder = builder.clone();
-        let server = &shared.runtime.load().config.server;
-        let (header_timeout, idle_timeout) = (server.header_timeout, server.idle_timeout);
         tokio::spawn(async move {
             // The builder has no header timer of its own (see `Protocols::new`): the
-            // wrapper's header and idle timeouts protect the admin port too. Admin requests
-            // are instant, so they need no in-flight accounting.
-            let io =
-                LenientTargets::with_limits(stream, Arc::default(), header_timeout, idle_timeout);
-            let svc = service_fn(move |req| admin::handle(shared.clone(), req));
-            let _ = builder.serve(io, svc, None, idle_timeout).await;
+            // wrapper's bounds protect the admin port too.
+            let state = Arc::new(ConnState::default());
+            let io = builder.wrap(stream, state.clone());
+            let in_flight = state.clone();
+            let svc = service_fn(move |req| {
+                // Admin answers are built whole, so the handler's lifetime is the request's.
+                let active = ActiveRequest::enter(in_flight.clone());
+                let answer = admin::handle(shared.clone(), req);
+                async move {
+                    let answer = answer.await;
+                    drop(active);
+                    answer
+                }
+            });
+            let _ = builder.serve(io, svc, None, state).await;
         });
     }
 }

@@ -47,6 +47,11 @@ pub enum ProxyError {
     /// The request could escape its route or be read differently by Coupa (path, framing).
     #[error("rejected request: {0}")]
     BadRequest(&'static str),
+    /// The request body stopped arriving for `server.body_timeout`.
+    #[error(
+        "the request body stopped arriving (server.body_timeout); send the whole body promptly"
+    )]
+    BodyTimeout,
     /// The declared body is larger than the route allows.
     #[error("the request body is larger than this route accepts ({0} bytes)")]
     BodyTooLarge(u64),
@@ -95,6 +100,7 @@ impl ProxyError {
             | ProxyError::ScopeMissing { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -115,6 +121,7 @@ impl ProxyError {
             ProxyError::ScopeMissing { .. } => "scope_missing",
             ProxyError::NoRoute => "no_route",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BodyTimeout => "body_timeout",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::Overloaded => "overloaded",
             ProxyError::RateLimited { .. } => "rate_limited",
@@ -165,7 +172,7 @@ impl ProxyError {
             }
             // An unread or unparseable body would poison the next request on this
             // connection: close it (rpxy and linkerd do the same).
-            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) => {
+            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) | ProxyError::BodyTimeout => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // RFC 9110 §11.6.1: a 401 names how to authenticate. The scheme is not a standard

@@ -26,9 +26,10 @@ use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
+use crate::bounds::{BodyTimeout, RequestBody};
 use crate::config::{Mode, ScopeCheck};
 use crate::identity::{self, Caller};
-use crate::lenient::ConnState;
+use crate::lenient::{ActiveRequest, ConnState};
 use crate::migration::{Observation, ANONYMOUS};
 use crate::ratelimit::Turn;
 use crate::runtime::{RouteTarget, Shared};
@@ -78,31 +79,19 @@ impl ConnInfo {
     }
 }
 
-/// Counts a request as active on its connection for as long as its handler runs, so the
-/// connection is not closed as idle while Coupa is slow. A guard, so a cancelled handler
-/// (client gone) still counts out.
-struct Active<'a>(&'a ConnState);
-
-impl<'a> Active<'a> {
-    fn enter(state: &'a ConnState) -> Self {
-        state.active.fetch_add(1, Ordering::AcqRel);
-        Active(state)
-    }
-}
-
-impl Drop for Active<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Serves one request. Never fails: every error becomes a response here.
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let _active = Active::enter(&conn.state);
+    // Until the response body is sent: a connection streaming a long download is not idle.
+    let active = ActiveRequest::enter(conn.state.clone());
+    let resp = serve(shared, conn, req).await;
+    Ok(resp.map(|body| body.holding(active)))
+}
+
+async fn serve(shared: Arc<Shared>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let request_id = match req.headers().get(&REQUEST_ID) {
         Some(v) if (1..=200).contains(&v.len()) => v.clone(),
         _ => new_request_id(),
@@ -124,7 +113,7 @@ pub async fn handle(
         None => None,
     };
     if let Some(error) = refused {
-        return Ok(unrouted(&shared, error, &request_id, log, started));
+        return unrouted(&shared, error, &request_id, log, started);
     }
     let found = found.expect("no refusal means a route matched");
     let route = found.route;
@@ -177,6 +166,7 @@ pub async fn handle(
             }
         }
         let (parts, body) = req.into_parts();
+        let body = RequestBody::new(body, server.body_timeout);
         let body = Limited::new(body, route.max_body_bytes.map_or(usize::MAX, clamp_usize));
         if oauth {
             let cell = route
@@ -239,7 +229,7 @@ pub async fn handle(
             needed,
             at: SystemTime::now(),
         });
-    Ok(resp)
+    resp
 }
 
 /// The answer to a request refused before routing (bad path or framing, no route).
@@ -283,7 +273,7 @@ fn unrouted(
 fn framing_problem(req: &Request<Incoming>, conn: &ConnState) -> Option<&'static str> {
     // hyper drops Content-Length when Transfer-Encoding is present, so the raw head's
     // verdict comes from the connection wrapper.
-    if conn.conflicting_framing.load(Ordering::Acquire) {
+    if conn.conflicting_framing() {
         return Some("both Content-Length and Transfer-Encoding are set");
     }
     let h = req.headers();
@@ -393,7 +383,7 @@ struct Forward<'a> {
 /// A request body that may be sent twice (buffered) or only once (streamed).
 enum Prepared {
     Replayable(Bytes),
-    Streamed(Limited<Incoming>),
+    Streamed(upstream::CallerBody),
 }
 
 impl Forward<'_> {
@@ -403,7 +393,7 @@ impl Forward<'_> {
         &self,
         cell: &TokenCell,
         parts: http::request::Parts,
-        body: Limited<Incoming>,
+        body: upstream::CallerBody,
         declared: Option<u64>,
         path_and_query: Bytes,
         retry_body_limit: u64,
@@ -520,6 +510,7 @@ impl Forward<'_> {
             Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
                 return Err(ProxyError::BodyTooLarge(route.max_body_bytes.unwrap_or(0)))
             }
+            Ok(Err(e)) if caused_by::<BodyTimeout>(&e) => return Err(ProxyError::BodyTimeout),
             Ok(Err(e)) if timed_out(&e) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamConnect(e)),
             Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
@@ -544,7 +535,7 @@ impl Forward<'_> {
         if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
             self.throttled(headers);
         }
-        resp.map(Body::upstream)
+        resp.map(|body| Body::upstream(body, self.route.timeout))
     }
 
     #[cold]
@@ -573,7 +564,7 @@ impl Forward<'_> {
 /// Buffers a small body (so a 401 can be replayed) or leaves it streaming. A body with no
 /// declared length is streamed: reading it to find out would defeat streaming.
 async fn replayable(
-    body: Limited<Incoming>,
+    body: upstream::CallerBody,
     declared: Option<u64>,
     limit: u64,
 ) -> Result<Prepared, ProxyError> {
@@ -582,10 +573,13 @@ async fn replayable(
     }
     match declared {
         Some(len) if len <= limit => {
-            let collected = body
-                .collect()
-                .await
-                .map_err(|_| ProxyError::BadRequest("the request body could not be read"))?;
+            let collected = body.collect().await.map_err(|e| {
+                if caused_by::<BodyTimeout>(&*e) {
+                    ProxyError::BodyTimeout
+                } else {
+                    ProxyError::BadRequest("the request body could not be read")
+                }
+            })?;
             Ok(Prepared::Replayable(collected.to_bytes()))
         }
         _ => Ok(Prepared::Streamed(body)),

@@ -16,12 +16,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+use crate::bounds::RequestBody;
 use crate::config;
 use crate::egress::{ProxyConnector, ProxyRules};
 
-/// Bodies sent to Coupa: streamed from the caller (with the route's size limit), or buffered
-/// so that a request can be replayed after a 401.
-pub type UpstreamBody = Either<Limited<Incoming>, Full<Bytes>>;
+/// The caller's request body on its way to Coupa: bounded in time (`server.body_timeout`)
+/// and size (the route's `max_body_bytes`).
+pub type CallerBody = Limited<RequestBody<Incoming>>;
+
+/// Bodies sent to Coupa: streamed from the caller, or buffered so that a request can be
+/// replayed after a 401.
+pub type UpstreamBody = Either<CallerBody, Full<Bytes>>;
 
 /// The upstream client type.
 pub type UpstreamClient = Client<Dealias<HttpsConnector<ProxyConnector>>, UpstreamBody>;
