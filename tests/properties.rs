@@ -12,7 +12,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use coupa_gateway::lenient::LenientTargets;
+use coupa_gateway::lenient::{ConnLimits, LenientTargets};
 use coupa_gateway::proxy::headers::{remove_hop_by_hop, request_headers, Outbound};
 use coupa_gateway::proxy::path;
 use coupa_gateway::route::RouteTable;
@@ -377,9 +377,20 @@ fn body() -> impl Strategy<Value = Body> {
 
 fn request() -> impl Strategy<Value = Req> {
     (
-        select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        // CONNECT and Upgrade included: the gateway never switches protocols, so the wrapper
+        // frames them like any other request (and keeps every bound on the connection).
+        select(vec![
+            "GET", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS",
+        ]),
         target(),
-        vec(("X-[A-Za-z]{1,8}", "[ -~]{0,16}"), 0..3),
+        vec(
+            prop_oneof![
+                4 => ("X-[A-Za-z]{1,8}", "[ -~]{0,16}"),
+                1 => Just(("Upgrade".to_owned(), "websocket".to_owned())),
+                1 => Just(("Connection".to_owned(), "Upgrade".to_owned())),
+            ],
+            0..3,
+        ),
         0usize..3,
         body(),
     )
@@ -552,6 +563,76 @@ proptest! {
                 what, sizes, out_size, show(&got), show(&expected)
             );
         }
+    }
+}
+
+/// A client that sends `data` and then goes silent, never closing.
+struct ThenSilent(Vec<u8>);
+
+impl AsyncRead for ThenSilent {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.0.is_empty() {
+            return Poll::Pending;
+        }
+        let n = self.0.len().min(buf.remaining());
+        buf.put_slice(&self.0[..n]);
+        self.0.drain(..n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Wherever a client stops — mid-head, mid-body, between requests, after a head the
+    /// wrapper refuses, after `Upgrade` or `CONNECT` — a silent connection with no request in
+    /// flight is ended by the header or idle bound (virtual time).
+    #[test]
+    fn a_silent_client_is_cut_off_in_every_framing_state(
+        requests in vec(request(), 1..4),
+        garbage in prop_oneof![
+            3 => Just(Vec::new()),
+            1 => vec(any::<u8>(), 1..64),
+        ],
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut input = Vec::new();
+        for req in &requests {
+            req.write(&req.target, &mut input);
+        }
+        input.extend(garbage);
+        let sent = input[..cut.index(input.len() + 1)].to_vec();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        let bounds = ConnLimits {
+            header: std::time::Duration::from_secs(1),
+            idle: std::time::Duration::from_secs(2),
+            write: std::time::Duration::from_secs(1),
+            max_head: 16 * 1024,
+        };
+        let outcome = rt.block_on(async {
+            let mut wrapper =
+                LenientTargets::with_limits(ThenSilent(sent), Default::default(), bounds);
+            let mut sink = vec![0; 4096];
+            tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                loop {
+                    match wrapper.read(&mut sink).await {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) => return Err(e.kind()),
+                    }
+                }
+            })
+            .await
+        });
+        prop_assert_eq!(outcome, Ok(Err(io::ErrorKind::TimedOut)));
     }
 }
 
