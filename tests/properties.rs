@@ -133,7 +133,7 @@ proptest! {
 // target `fuzz/fuzz_targets/path_check.rs`.
 #[path = "model/path_policy.rs"]
 mod path_policy;
-use path_policy::{decode, is_dot_segment, policy_rejects};
+use path_policy::{decode, holds_escape, is_dot_segment, policy_rejects};
 
 /// Strings dense in the bytes the check cares about, so generated cases hit every branch
 /// instead of being plain text that is trivially fine.
@@ -146,7 +146,26 @@ fn tricky_path() -> impl Strategy<Value = String> {
         Just("\\".to_owned()),
         Just("\0".to_owned()),
         select(vec![
-            "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%25", "%41", "%zz", "%2"
+            "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%0d", "%0A", "%25", "%41", "%zz",
+            "%2", "%3b", "%252e", "%2541", ";", "\n",
+        ])
+        .prop_map(str::to_owned),
+        // UTF-8, encoded: well-formed (é, U+2028, an emoji), overlong `.` and `/`, lone lead
+        // and continuation bytes, a surrogate, past U+10FFFF. Split pieces (`%c3` then `%a9`)
+        // also meet across piece boundaries.
+        select(vec![
+            "%c3%a9",
+            "%C3",
+            "%a9",
+            "%e2%80%a8",
+            "%f0%9f%93%84",
+            "%c0%ae",
+            "%C0%AF",
+            "%e0%80%ae",
+            "%80",
+            "%ed%a0%80",
+            "%f4%90%80%80",
+            "%ff",
         ])
         .prop_map(str::to_owned),
         "[a-zA-Z0-9_~é-]{1,3}",
@@ -206,6 +225,20 @@ proptest! {
     }
 
     #[test]
+    fn path_check_rejects_path_parameters_double_encoding_and_non_utf8(
+        before in "[a-z0-9.]{0,4}",
+        bad in select(vec![
+            ";", ";x=1", "%252e", "%252F", "%2541", "%25%32%65", "%c0%ae", "%C0%AF", "%80",
+            "%c3", "%ed%a0%80", "%f4%90%80%80", "%fe",
+        ]),
+        after in "[g-z.]{0,4}",
+        prefix in "(/[a-z]{1,4}){0,2}",
+    ) {
+        let p = format!("{prefix}/{before}{bad}{after}");
+        prop_assert!(path::check(&p).is_some(), "accepted {:?}", p);
+    }
+
+    #[test]
     fn accepted_paths_decode_without_dot_segments(p in tricky_path()) {
         if path::check(&p).is_none() {
             let decoded = decode(p.as_bytes());
@@ -216,6 +249,10 @@ proptest! {
                 "{:?} decodes to a dot segment", p
             );
             prop_assert!(!decoded.contains(&b'\\') && !decoded.contains(&0));
+            // Coupa decodes once, to UTF-8; a second decode would change nothing.
+            prop_assert!(std::str::from_utf8(&decoded).is_ok(), "{:?} is not UTF-8", p);
+            prop_assert!(!holds_escape(&decoded), "{:?} is double-encoded", p);
+            prop_assert!(!p.contains(';'), "{:?} holds a path parameter", p);
         }
     }
 

@@ -195,6 +195,11 @@ async fn traversal_attempts_are_400_and_never_forwarded() {
         "/prod/api%5Cinvoices",
         "/prod/api/invoices/%00",
         "/prod/api/./invoices",
+        // Path parameters (`..;` is `..` to Tomcat and Jetty), double encoding, overlong UTF-8.
+        "/prod/..;/test/api/invoices",
+        "/prod/%2e%2e;/test/api/invoices",
+        "/prod/%252e%252e/test/api/invoices",
+        "/prod/%c0%ae%c0%ae/test/api/invoices",
     ] {
         let (status, text) = raw(
             env.gw.addr(),

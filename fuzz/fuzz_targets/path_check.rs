@@ -1,6 +1,7 @@
-//! `path::check` against the policy restated independently: a path is refused exactly when
-//! it does not start with `/`, holds a raw `\` or NUL, or has a segment with a malformed
-//! escape, or one that decodes to `.`, `..`, or to something holding `/`, `\` or NUL.
+//! `path::check` against the policy restated independently in `tests/model/path_policy.rs`
+//! (no leading `/`; a raw `\`, NUL, CR, LF or `;`; a malformed escape; a segment decoding to
+//! `.`, `..`, to something holding `/`, `\`, NUL, CR or LF, to bytes that are not UTF-8, or
+//! to text still holding an escape).
 
 #![no_main]
 
