@@ -504,3 +504,55 @@ async fn every_worker_serves_and_a_reload_cannot_change_their_number() {
         "the proxy port still accepts after the gateway was dropped"
     );
 }
+
+#[tokio::test]
+async fn methods_coupa_does_not_use_get_405_and_never_reach_coupa() {
+    let env = Env::start().await;
+    for (method, target) in [
+        ("CONNECT", "/prod/api/invoices"),
+        ("CONNECT", "/test/api/invoices/1"),
+        ("CONNECT", "127.0.0.1:443"),
+        ("TRACE", "/prod/api/invoices"),
+        ("TRACK", "/prod/api/invoices"),
+        ("PROPFIND", "/prod/api/invoices"),
+        ("get", "/prod/api/invoices"),
+    ] {
+        let (status, text) = raw(
+            env.gw.addr(),
+            &format!(
+                "{method} {target} HTTP/1.1\r\nHost: gw\r\nX-COUPA-API-KEY: k\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, 405, "{method} {target}: {text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("\r\nallow: get, head, post, put, patch, delete, options\r\n"),
+            "{method} {target}: {text}"
+        );
+        assert!(text.contains("\"method_not_allowed\""), "{text}");
+    }
+    assert!(env.prod.requests().is_empty() && env.test.requests().is_empty());
+    assert_eq!(
+        env.prod.stats().api_requests + env.test.stats().api_requests,
+        0
+    );
+    // The methods Coupa's API uses still go through (the mock answers some with its own 405).
+    for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let (status, text) = raw(
+            env.gw.addr(),
+            &format!(
+                "{method} /prod/api/invoices/1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(
+            !text.contains("method_not_allowed"),
+            "{method}: {status} {text}"
+        );
+        let seen = env.prod.requests().pop().expect("forwarded");
+        assert_eq!(seen.method.as_str(), method);
+    }
+}

@@ -118,8 +118,8 @@ pub async fn handle(
     .then(|| (req.method().clone(), req.uri().clone()));
     let path = req.uri().path();
     let found = runtime.routes.find(path);
-    let refused = match path::check(path).or_else(|| framing_problem(&req, &conn.state)) {
-        Some(reason) => Some(ProxyError::BadRequest(reason)),
+    let refused = match refusal(&req, &conn.state) {
+        Some(error) => Some(error),
         None if found.is_none() => Some(ProxyError::NoRoute),
         None => None,
     };
@@ -242,7 +242,7 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// The answer to a request refused before routing (bad path or framing, no route).
+/// The answer to a request refused before routing (method, bad path or framing, no route).
 #[cold]
 fn unrouted(
     shared: &Shared,
@@ -276,6 +276,17 @@ fn unrouted(
     }
 }
 
+/// Why a request is refused before routing, if it is: a method Coupa does not use, then a path
+/// or framing that two parsers could read differently.
+fn refusal(req: &Request<Incoming>, conn: &ConnState) -> Option<ProxyError> {
+    if !forwarded_method(req.method()) {
+        return Some(ProxyError::MethodNotAllowed);
+    }
+    path::check(req.uri().path())
+        .or_else(|| framing_problem(req, conn))
+        .map(ProxyError::BadRequest)
+}
+
 /// Request framing the gateway refuses even though hyper parsed it: both `Content-Length` and
 /// `Transfer-Encoding` (RFC 9112 §6.1: a classic request-smuggling vector between two
 /// parsers), and an HTTP/1 absolute-form target naming a host other than `Host` (the gateway
@@ -296,6 +307,21 @@ fn framing_problem(req: &Request<Incoming>, conn: &ConnState) -> Option<&'static
         }
     }
     None
+}
+
+/// The methods Coupa's REST API uses ([`error::ALLOWED_METHODS`]). Anything else is refused
+/// before a token is attached: TRACE has Coupa (or anything on the way) echo the request
+/// back, the gateway's bearer token included; CONNECT asks for a tunnel; extension methods
+/// (WebDAV, `PURGE`) would reach whatever on the way handles them, with the gateway's token.
+fn forwarded_method(m: &http::Method) -> bool {
+    use http::Method;
+    *m == Method::GET
+        || *m == Method::POST
+        || *m == Method::PUT
+        || *m == Method::PATCH
+        || *m == Method::DELETE
+        || *m == Method::HEAD
+        || *m == Method::OPTIONS
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
@@ -653,6 +679,21 @@ fn new_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allow_header_lists_exactly_the_forwarded_methods() {
+        let listed: Vec<http::Method> = error::ALLOWED_METHODS
+            .split(", ")
+            .map(|m| m.parse().unwrap())
+            .collect();
+        assert_eq!(listed.len(), 7);
+        assert!(listed.iter().all(forwarded_method));
+        for other in [
+            "CONNECT", "TRACE", "TRACK", "PROPFIND", "PURGE", "get", "Get",
+        ] {
+            assert!(!forwarded_method(&other.parse().unwrap()), "{other}");
+        }
+    }
 
     #[test]
     fn request_ids_are_unique_and_well_formed() {
