@@ -556,3 +556,26 @@ async fn methods_coupa_does_not_use_get_405_and_never_reach_coupa() {
         assert_eq!(seen.method.as_str(), method);
     }
 }
+
+#[tokio::test]
+async fn caller_address_claims_never_reach_coupa() {
+    let env = Env::start().await;
+    let r = env
+        .http
+        .get(
+            &env.url("/prod/api/suppliers/1"),
+            &[
+                ("forwarded", "for=10.0.0.1;proto=https"),
+                ("Forwarded", "for=\"[2001:db8::1]\""),
+                ("x-real-ip", "10.0.0.1"),
+                ("X-Forwarded-For", "192.0.2.7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let req = env.prod.requests().pop().unwrap();
+    assert!(req.header("forwarded").is_none(), "{:?}", req.headers);
+    assert!(req.header("x-real-ip").is_none(), "{:?}", req.headers);
+    // The gateway's own account of the client: the caller's chain with the peer appended.
+    assert_eq!(req.header("x-forwarded-for"), Some("192.0.2.7, 127.0.0.1"));
+}

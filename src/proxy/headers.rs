@@ -108,6 +108,10 @@ enum Role {
     ForwardedFor,
     ForwardedHost,
     Replaced,
+    /// The caller's own claims about the client address: `Forwarded` (RFC 7239) and
+    /// `X-Real-IP`. Coupa or a proxy on the way could take them for the client's address
+    /// (allow-lists, audit logs); the gateway states the peer in `X-Forwarded-For` only.
+    Dropped,
 }
 
 /// PERF: one `match` on the name's text (a length switch, then one compare) instead of a
@@ -128,6 +132,7 @@ fn role(name: &HeaderName) -> Role {
         "x-forwarded-for" => Role::ForwardedFor,
         "x-forwarded-host" => Role::ForwardedHost,
         "x-forwarded-proto" | "x-request-id" => Role::Replaced,
+        "forwarded" | "x-real-ip" => Role::Dropped,
         _ => Role::Forward,
     }
 }
@@ -135,8 +140,9 @@ fn role(name: &HeaderName) -> Role {
 /// The head sent to Coupa, built from the integration's: hop-by-hop headers out (with every
 /// name `Connection` lists), `Host` set to the instance's with the caller's moved to
 /// `X-Forwarded-Host`, the peer appended to `X-Forwarded-For`, `X-Forwarded-Proto` and
-/// `X-Request-Id` set, and with a bearer (oauth mode) the caller's credentials replaced by the
-/// token. Everything else goes through in order, byte for byte.
+/// `X-Request-Id` set, the caller's `Forwarded` and `X-Real-IP` dropped, and with a bearer
+/// (oauth mode) the caller's credentials replaced by the token. Everything else goes through
+/// in order, byte for byte.
 ///
 /// PERF: the caller's head is left untouched, so it doubles as the copy a 401 replay is
 /// rebuilt from; and copying only what is forwarded into a map sized for the result costs
@@ -362,6 +368,8 @@ mod tests {
         assert_eq!(role(&X_FORWARDED_HOST), Role::ForwardedHost);
         assert_eq!(role(&X_FORWARDED_PROTO), Role::Replaced);
         assert_eq!(role(&X_REQUEST_ID), Role::Replaced);
+        assert_eq!(role(&header::FORWARDED), Role::Dropped);
+        assert_eq!(role(&HeaderName::from_static("x-real-ip")), Role::Dropped);
         assert_eq!(role(&header::ACCEPT), Role::Forward);
         assert_eq!(role(&HeaderName::from_static("x-hop")), Role::Forward);
     }
@@ -394,6 +402,19 @@ mod tests {
             h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(),
             ["http"]
         );
+    }
+
+    #[test]
+    fn caller_address_claims_are_dropped_in_both_modes() {
+        let mut h = HeaderMap::new();
+        h.append(header::FORWARDED, HeaderValue::from_static("for=10.9.9.9"));
+        h.append("X-Real-IP", HeaderValue::from_static("10.9.9.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        for h in [rewrite(&h), request_headers(&h, outbound(None))] {
+            assert!(h.get(header::FORWARDED).is_none());
+            assert!(h.get("x-real-ip").is_none());
+            assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        }
     }
 
     #[test]
