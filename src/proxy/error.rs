@@ -51,6 +51,9 @@ pub enum ProxyError {
     /// No route prefix matches the path.
     #[error("no route matches this path; the gateway serves only its configured prefixes")]
     NoRoute,
+    /// More than one legacy key header (`X-COUPA-API-KEY`, also spelled with `_`).
+    #[error("send exactly one X-COUPA-API-KEY header; this request carries several (X_COUPA_API_KEY and other spellings with '_' count too: Coupa reads them as the same header)")]
+    DuplicateApiKey,
     /// The request could escape its route or be read differently by Coupa (path, framing).
     #[error("rejected request: {0}")]
     BadRequest(&'static str),
@@ -102,7 +105,7 @@ impl ProxyError {
             | ProxyError::ScopeMissing { .. } => StatusCode::FORBIDDEN,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::DuplicateApiKey => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -124,6 +127,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::NoRoute => "no_route",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::DuplicateApiKey => "duplicate_api_key",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::Overloaded => "overloaded",
             ProxyError::RateLimited { .. } => "rate_limited",
@@ -174,7 +178,9 @@ impl ProxyError {
             }
             // An unread or unparseable body would poison the next request on this
             // connection: close it (rpxy and linkerd do the same).
-            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) => {
+            ProxyError::BadRequest(_)
+            | ProxyError::DuplicateApiKey
+            | ProxyError::BodyTooLarge(_) => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // RFC 9110 §15.5.6: a 405 lists the methods the target supports. Closed too: a

@@ -19,6 +19,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// The legacy Coupa API key header; `HeaderName`s are lowercase, so removal is case-insensitive.
+/// Spellings with `_` for any `-` are the same header to Coupa: see [`is_api_key_name`].
 pub static COUPA_API_KEY: HeaderName = HeaderName::from_static("x-coupa-api-key");
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -29,6 +30,59 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// `X-Request-Id`: passed through when the caller sends a sane one, created otherwise, sent to
 /// Coupa and echoed in the response so a caller's log line can be matched with ours.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Is `name` (lowercase, as in a `HeaderName`) the legacy key header, `_` standing for any `-`?
+/// Rack and CGI servers, Coupa's Rails among them, turn both into `HTTP_X_COUPA_API_KEY`, so
+/// `X_COUPA_API_KEY` is the key to Coupa and must be to the gateway too: it identifies the
+/// caller, and it is stripped with the dash spelling.
+pub fn is_api_key_name(name: &str) -> bool {
+    const KEY: &[u8; 15] = b"x-coupa-api-key";
+    name.len() == KEY.len()
+        && name
+            .bytes()
+            .zip(KEY)
+            .all(|(b, &k)| b == k || (b == b'_' && k == b'-'))
+}
+
+/// The legacy key headers a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyKey<'a> {
+    /// None.
+    Absent,
+    /// Exactly one: its value.
+    One(&'a HeaderValue),
+    /// More than one, in any spellings (the same one twice included). Which one Coupa uses
+    /// depends on the servers on the way (one spelling wins, or the values are joined with a
+    /// comma): the request is refused rather than identified by a key Coupa might not see.
+    Several,
+}
+
+impl<'a> LegacyKey<'a> {
+    /// The key, when there is exactly one.
+    pub fn single(self) -> Option<&'a HeaderValue> {
+        match self {
+            LegacyKey::One(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the caller's legacy key headers in every spelling [`is_api_key_name`] accepts.
+///
+/// PERF: one walk over the head's names (a length compare for most), in place of the two
+/// hashed lookups (presence, then value) it replaces.
+pub fn legacy_key(headers: &HeaderMap) -> LegacyKey<'_> {
+    let mut found = LegacyKey::Absent;
+    for (name, value) in headers {
+        if is_api_key_name(name.as_str()) {
+            if found != LegacyKey::Absent {
+                return LegacyKey::Several;
+            }
+            found = LegacyKey::One(value);
+        }
+    }
+    found
+}
 
 /// `Connection`'s bit: `HOP_BY_HOP[0]`.
 const CONNECTION_BIT: u16 = 1;
@@ -133,6 +187,7 @@ fn role(name: &HeaderName) -> Role {
         "x-forwarded-host" => Role::ForwardedHost,
         "x-forwarded-proto" | "x-request-id" => Role::Replaced,
         "forwarded" | "x-real-ip" => Role::Dropped,
+        other if is_api_key_name(other) => Role::Credential,
         _ => Role::Forward,
     }
 }
@@ -322,6 +377,52 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_the_legacy_key_is_replaced_by_the_bearer() {
+        let mut h = HeaderMap::new();
+        h.insert("X_Coupa_Api_Key", HeaderValue::from_static("legacy"));
+        h.insert("x-coupa_api-key", HeaderValue::from_static("legacy"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let out = rewrite(&h);
+        assert_eq!(out.len(), 6, "{out:?}");
+        assert_eq!(out[header::AUTHORIZATION], "Bearer T");
+        assert!(!out.keys().any(|n| is_api_key_name(n.as_str())));
+        // Passthrough: as sent.
+        let out = request_headers(&h, outbound(None));
+        assert_eq!(out["x_coupa_api_key"], "legacy");
+        assert_eq!(out["x-coupa_api-key"], "legacy");
+    }
+
+    #[test]
+    fn legacy_keys_are_counted_in_every_spelling() {
+        let key = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            match legacy_key(&h) {
+                LegacyKey::Absent => "absent".to_owned(),
+                LegacyKey::One(v) => v.to_str().unwrap().to_owned(),
+                LegacyKey::Several => "several".to_owned(),
+            }
+        };
+        assert_eq!(key(&[("accept-language", "en")]), "absent");
+        assert_eq!(key(&[("accept", "*/*"), ("X-COUPA-API-KEY", "a")]), "a");
+        assert_eq!(key(&[("X_COUPA_API_KEY", "b")]), "b");
+        assert_eq!(
+            key(&[("x-coupa_api-key", "c"), ("accept-encoding", "gzip")]),
+            "c"
+        );
+        assert_eq!(
+            key(&[("x-coupa-api-key", "a"), ("x-coupa-api-key", "a")]),
+            "several"
+        );
+        assert_eq!(
+            key(&[("x-coupa-api-key", "a"), ("x_coupa_api_key", "b")]),
+            "several"
+        );
+    }
+
+    #[test]
     fn passthrough_keeps_the_callers_credentials() {
         let mut h = HeaderMap::new();
         h.insert("x-coupa-api-key", HeaderValue::from_static("legacy"));
@@ -364,6 +465,21 @@ mod tests {
         assert_eq!(role(&header::HOST), Role::Host);
         assert_eq!(role(&header::AUTHORIZATION), Role::Credential);
         assert_eq!(role(&COUPA_API_KEY), Role::Credential);
+        for spelling in ["x_coupa_api_key", "x-coupa_api-key", "x_coupa-api-key"] {
+            assert_eq!(role(&HeaderName::from_static(spelling)), Role::Credential);
+        }
+        for near in [
+            "x-coupa-api-keys",
+            "x-coupa-api-ke",
+            "x.coupa-api-key",
+            "y_coupa_api_key",
+        ] {
+            assert_eq!(
+                role(&HeaderName::from_static(near)),
+                Role::Forward,
+                "{near}"
+            );
+        }
         assert_eq!(role(&X_FORWARDED_FOR), Role::ForwardedFor);
         assert_eq!(role(&X_FORWARDED_HOST), Role::ForwardedHost);
         assert_eq!(role(&X_FORWARDED_PROTO), Role::Replaced);

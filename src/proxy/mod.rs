@@ -118,7 +118,8 @@ pub async fn handle(
     .then(|| (req.method().clone(), req.uri().clone()));
     let path = req.uri().path();
     let found = runtime.routes.find(path);
-    let refused = match refusal(&req, &conn.state) {
+    let keys = headers::legacy_key(req.headers());
+    let refused = match refusal(&req, keys, &conn.state) {
         Some(error) => Some(error),
         None if found.is_none() => Some(ProxyError::NoRoute),
         None => None,
@@ -130,8 +131,9 @@ pub async fn handle(
     let route = found.route;
     let needed = runtime.config.scopes.needed(req.method(), found.rest);
     let upstream_pq = upstream_path_and_query(route, found.rest, req.uri().query());
-    let legacy_key = req.headers().contains_key(&headers::COUPA_API_KEY);
-    let caller = identity::identify(&runtime.integrations, req.headers(), conn.peer);
+    let key = keys.single();
+    let legacy_key = key.is_some();
+    let caller = identity::identify(&runtime.integrations, key, conn.peer);
     let (caller_name, usage) = match &caller {
         Caller::Known(g) | Caller::WrongAddress(g) => (g.name.as_str(), &g.usage[route.index]),
         Caller::UnknownKey | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
@@ -277,14 +279,20 @@ fn unrouted(
 }
 
 /// Why a request is refused before routing, if it is: a method Coupa does not use, then a path
-/// or framing that two parsers could read differently.
-fn refusal(req: &Request<Incoming>, conn: &ConnState) -> Option<ProxyError> {
+/// or framing that two parsers could read differently, then more than one legacy key (the
+/// caller must be identified by the key Coupa would see).
+fn refusal(
+    req: &Request<Incoming>,
+    keys: headers::LegacyKey<'_>,
+    conn: &ConnState,
+) -> Option<ProxyError> {
     if !forwarded_method(req.method()) {
         return Some(ProxyError::MethodNotAllowed);
     }
-    path::check(req.uri().path())
-        .or_else(|| framing_problem(req, conn))
-        .map(ProxyError::BadRequest)
+    if let Some(reason) = path::check(req.uri().path()).or_else(|| framing_problem(req, conn)) {
+        return Some(ProxyError::BadRequest(reason));
+    }
+    (keys == headers::LegacyKey::Several).then_some(ProxyError::DuplicateApiKey)
 }
 
 /// Request framing the gateway refuses even though hyper parsed it: both `Content-Length` and
