@@ -31,6 +31,17 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// Coupa and echoed in the response so a caller's log line can be matched with ours.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Is the caller's `X-Request-Id` one to keep? It is echoed to Coupa, in the response and its
+/// JSON body and in every log line, so it must need no quoting anywhere: 1 to 200 bytes of
+/// printable ASCII other than `"` and `\`, no spaces. Anything else is replaced by a fresh id.
+pub fn usable_request_id(value: &HeaderValue) -> bool {
+    (1..=200).contains(&value.len())
+        && value
+            .as_bytes()
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
 /// Is `name` (lowercase, as in a `HeaderName`) the legacy key header, `_` standing for any `-`?
 /// Rack and CGI servers, Coupa's Rails among them, turn both into `HTTP_X_COUPA_API_KEY`, so
 /// `X_COUPA_API_KEY` is the key to Coupa and must be to the gateway too: it identifies the
@@ -531,6 +542,25 @@ mod tests {
             assert!(h.get("x-real-ip").is_none());
             assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
         }
+    }
+
+    #[test]
+    fn request_ids_needing_no_quotes_are_kept() {
+        for kept in [
+            "erp-run-42",
+            "a",
+            "0190b8c4-7f3e-7c1a-9d5e-3f0a1b2c3d4e",
+            "job:7/x.y_z~1",
+        ] {
+            assert!(usable_request_id(&HeaderValue::from_static(kept)), "{kept}");
+        }
+        let long = "x".repeat(201);
+        for replaced in ["", "two words", "a\"b", "a\\b", "tab\there", long.as_str()] {
+            let v = HeaderValue::from_str(replaced).unwrap();
+            assert!(!usable_request_id(&v), "{replaced:?}");
+        }
+        let obs = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert!(!usable_request_id(&obs));
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let _active = Active::enter(&conn.state);
     let request_id = match req.headers().get(&REQUEST_ID) {
-        Some(v) if (1..=200).contains(&v.len()) => v.clone(),
+        Some(v) if headers::usable_request_id(v) => v.clone(),
         _ => new_request_id(),
     };
     // `load_full`: the snapshot must outlive the awaits below (arc-swap guards must not be
