@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "../../tests/model/path_policy.rs"]
 mod path_policy;
-use path_policy::{decode, is_dot_segment, policy_rejects};
+use path_policy::{decode, holds_escape, is_dot_segment, policy_rejects};
 
 fuzz_target!(|data: &[u8]| {
     // Lossy, so that every input is a path: hyper hands the check a `&str`.
@@ -25,5 +25,8 @@ fuzz_target!(|data: &[u8]| {
         // What Coupa sees after decoding has no segment that could climb out of a route.
         let decoded = decode(p.as_bytes()).expect("accepted paths decode");
         assert!(!decoded.split(|&b| b == b'/').any(is_dot_segment), "{p:?}");
+        // Coupa decodes once, to UTF-8; a second decode would change nothing.
+        assert!(std::str::from_utf8(&decoded).is_ok(), "{p:?}");
+        assert!(!holds_escape(&decoded), "{p:?}");
     }
 });
