@@ -3,7 +3,12 @@
 //!
 //! The record is built only when the line will be printed (`[log] access` and the tracing
 //! filter both allow it): with access logs off, the request path pays one branch.
+//!
+//! Text lines write fields unquoted (`path=/x status=200`), so every string the caller can
+//! influence is escaped there (see [`Field`]): a path or request id cannot end its field or
+//! its line early and pass for another field (a forged `status=200`) or another line.
 
+use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -49,17 +54,19 @@ pub struct AccessRecord {
 
 impl AccessRecord {
     fn emit(&self, response_bytes: u64, complete: bool) {
+        let escape = !json_fields();
+        let field = |text| Field { text, escape };
         tracing::info!(
             target: "access",
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            integration = %self.integration,
-            route = %self.route,
-            instance = %self.instance,
-            mode = self.mode,
+            request_id = %field(self.request_id.to_str().unwrap_or("-")),
+            integration = %field(&self.integration),
+            route = %field(&self.route),
+            instance = %field(&self.instance),
+            mode = %self.mode,
             method = %self.method,
-            path = %self.path,
+            path = %field(&self.path),
             status = self.status,
-            error = self.error,
+            error = self.error.map(tracing::field::display),
             upstream_ms = self.upstream.map(|d| d.as_secs_f64() * 1e3),
             duration_ms = self.started.elapsed().as_secs_f64() * 1e3,
             request_bytes = self.request_bytes,
@@ -67,6 +74,50 @@ impl AccessRecord {
             complete,
         );
     }
+}
+
+/// Does the current subscriber format fields as JSON? Its encoder escapes strings itself, so
+/// there [`Field`] writes them as they are and a JSON line carries the exact path. Any other
+/// formatter gets escaped fields. (`fmt` layers can be downcast to their field formatter;
+/// the binary installs exactly one, text or JSON.)
+fn json_fields() -> bool {
+    tracing::dispatcher::get_default(|d| d.is::<tracing_subscriber::fmt::format::JsonFields>())
+}
+
+/// A caller-influenced string as an access-log field value. In text lines printable ASCII other
+/// than `"` and `\` is written as is, `"` and `\` as `\"` and `\\`, and every other
+/// character (space, controls, DEL, all non-ASCII: U+00A0, U+2028, …) as `\u{hex}`, Rust's
+/// notation for its code point (`\u{20}`, `\u{2028}`). The value is then one token of
+/// printable ASCII, and decodes back to exactly what was sent.
+struct Field<'a> {
+    text: &'a str,
+    escape: bool,
+}
+
+impl fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.escape {
+            return f.write_str(self.text);
+        }
+        let mut rest = self.text;
+        // PERF: a usual value is all plain and written in one call. The first byte that is
+        // not plain is ASCII or a UTF-8 lead byte, so always on a char boundary.
+        while let Some(i) = rest.bytes().position(|b| !is_plain(b)) {
+            f.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)
+    }
+}
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b'"' && b != b'\\'
 }
 
 /// `path?key1&key2`: the query's parameter names without their values.
@@ -211,6 +262,34 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_fields_are_one_token_of_printable_ascii() {
+        let escaped = |text| Field { text, escape: true }.to_string();
+        for plain in [
+            "/prod/api/invoices?fields&updated-at[gt]",
+            "erp-42",
+            "-",
+            "",
+        ] {
+            assert_eq!(escaped(plain), plain);
+        }
+        assert_eq!(escaped("/x\u{2028}status=200"), "/x\\u{2028}status=200");
+        assert_eq!(escaped("/caf\u{e9}\u{a0}"), "/caf\\u{e9}\\u{a0}");
+        assert_eq!(
+            escaped("a\" status=200 \\"),
+            "a\\\"\\u{20}status=200\\u{20}\\\\"
+        );
+        assert_eq!(
+            escaped("\r\n\t\u{0}\u{7f}\u{1f4c4}"),
+            "\\u{d}\\u{a}\\u{9}\\u{0}\\u{7f}\\u{1f4c4}"
+        );
+        let raw = Field {
+            text: "/x\u{2028}\"",
+            escape: false,
+        };
+        assert_eq!(raw.to_string(), "/x\u{2028}\"");
+    }
 
     #[test]
     fn query_values_are_dropped_keys_kept() {

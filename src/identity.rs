@@ -5,13 +5,12 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use http::HeaderMap;
+use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config;
 use crate::migration::{IntegrationStats, RouteUsage};
-use crate::proxy::headers::COUPA_API_KEY;
 
 /// A configured integration, ready for matching.
 pub struct Integration {
@@ -70,19 +69,20 @@ pub enum Caller<'a> {
     Anonymous,
 }
 
-/// Identifies the caller of a request from `peer`.
+/// Identifies the caller of a request from `peer` that sent legacy `key` (the one key
+/// [`crate::proxy::headers::legacy_key`] found, in whatever spelling).
 ///
 /// The key is hashed once and compared with every integration's hash without stopping at the
 /// first match, so timing reveals neither which entry matched nor how many bytes did.
 pub fn identify<'a>(
     integrations: &'a [Integration],
-    headers: &HeaderMap,
+    key: Option<&HeaderValue>,
     peer: IpAddr,
 ) -> Caller<'a> {
     if integrations.is_empty() {
         return Caller::Anonymous;
     }
-    if let Some(key) = headers.get(&COUPA_API_KEY) {
+    if let Some(key) = key {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
         for g in integrations {
@@ -146,12 +146,8 @@ mod tests {
         }
     }
 
-    fn headers(key: Option<&str>) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        if let Some(k) = key {
-            h.insert("X-Coupa-Api-Key", k.parse().unwrap());
-        }
-        h
+    fn key(key: Option<&str>) -> Option<HeaderValue> {
+        key.map(|k| k.parse().unwrap())
     }
 
     #[test]
@@ -174,28 +170,28 @@ mod tests {
             Caller::Anonymous => "anonymous".into(),
         };
         assert_eq!(
-            name(identify(&all, &headers(Some("erp-key")), ip("8.8.8.8"))),
+            name(identify(&all, key(Some("erp-key")).as_ref(), ip("8.8.8.8"))),
             "known:erp"
         );
         assert_eq!(
-            name(identify(&all, &headers(Some("mw-key")), ip("10.1.2.3"))),
+            name(identify(&all, key(Some("mw-key")).as_ref(), ip("10.1.2.3"))),
             "known:mw"
         );
         assert_eq!(
-            name(identify(&all, &headers(Some("mw-key")), ip("10.2.0.1"))),
+            name(identify(&all, key(Some("mw-key")).as_ref(), ip("10.2.0.1"))),
             "wrong-address:mw"
         );
         assert_eq!(
-            name(identify(&all, &headers(Some("nope")), ip("10.1.2.3"))),
+            name(identify(&all, key(Some("nope")).as_ref(), ip("10.1.2.3"))),
             "unknown-key"
         );
         assert_eq!(
-            name(identify(&all, &headers(None), ip("192.168.5.7"))),
+            name(identify(&all, key(None).as_ref(), ip("192.168.5.7"))),
             "known:batch"
         );
         // A keyed integration is not recognised by address alone.
         assert_eq!(
-            name(identify(&all, &headers(None), ip("10.1.2.3"))),
+            name(identify(&all, key(None).as_ref(), ip("10.1.2.3"))),
             "anonymous"
         );
         assert!(all[0].may_use(0) && !all[0].may_use(1));

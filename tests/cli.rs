@@ -298,6 +298,57 @@ async fn json_logs_carry_one_access_line_per_request_without_query_values() {
     );
 }
 
+#[tokio::test]
+async fn json_access_lines_carry_caller_strings_exactly() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // The format from the file this time, not the flag.
+    let prod = mock("prod").await;
+    let dir = TempDir::new("jsonlog-escape");
+    let toml = serve_toml(&prod) + "[log]\nformat = \"json\"\n";
+    let cfg = dir.file("proxy.toml", &toml);
+    let mut child = serve(&[], &cfg).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let v = next_json(&mut lines).await;
+        if v["message"] == "coupa-gateway listening" {
+            break v["addr"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    // Raw UTF-8 line and paragraph separators, NBSP, quotes, a backslash-free escape-looking
+    // text; and request ids kept and refused.
+    for (path, id, kept) in [
+        ("/prod/api/x\u{2028}y\u{2029}z", "erp-42", true),
+        ("/prod/api/x\u{a0}status=200", "job:7/x.y_z~1", true),
+        (
+            "/prod/api/x\"status=200\"}{\"a\":1",
+            "a\" status=200",
+            false,
+        ),
+        ("/nowhere/%22\u{85}", "spaced id", false),
+    ] {
+        let (status, _) = raw(
+            addr,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: gw\r\nX-Request-Id: {id}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        // Every line parses on its own (next_json), and the access line's fields are the
+        // request's, exactly.
+        let access = loop {
+            let v = next_json(&mut lines).await;
+            if v["target"] == "access" {
+                break v;
+            }
+        };
+        assert_eq!(access["path"], path, "{access}");
+        assert_eq!(access["status"], status, "{access}");
+        assert_eq!(access["method"], "GET");
+        assert_eq!(access["request_id"] == id, kept, "{access}");
+    }
+}
+
 async fn next_json<R: tokio::io::AsyncBufRead + Unpin>(
     lines: &mut tokio::io::Lines<R>,
 ) -> serde_json::Value {

@@ -685,3 +685,81 @@ async fn a_removed_client_is_dropped_with_its_refresher() {
         StatusCode::OK
     );
 }
+
+/// Is `name` the legacy key header in some spelling (`_` for `-`, any case)?
+fn is_key_spelling(name: &str) -> bool {
+    name.replace('_', "-")
+        .eq_ignore_ascii_case("x-coupa-api-key")
+}
+
+#[tokio::test]
+async fn the_legacy_key_is_one_header_whatever_its_spelling() {
+    let prod = mock("prod").await;
+    let cfg = toml(
+        &prod,
+        &(route("/prod", "") + &route("/legacy", "mode = \"passthrough\"")),
+        &integration("erp", DEMO_API_KEY, r#"["/prod", "/legacy"]"#),
+        "",
+        "",
+    );
+    let gw = start(&cfg).await;
+    let get = |prefix: &str, head: &str| {
+        format!(
+            "GET {prefix}/api/invoices/1 HTTP/1.1\r\nHost: gw\r\n{head}Connection: close\r\n\r\n"
+        )
+    };
+    // Rack and CGI servers (Coupa's Rails among them) read `X_COUPA_API_KEY` as the same
+    // header: it identifies the caller, and on an oauth route no spelling reaches Coupa.
+    for name in [
+        "X_COUPA_API_KEY",
+        "x-coupa_api-key",
+        "X-Coupa-Api_Key",
+        "X-COUPA-API-KEY",
+    ] {
+        let (status, text) = raw(
+            gw.addr(),
+            &get("/prod", &format!("{name}: {DEMO_API_KEY}\r\n")),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {text}");
+        let seen = prod.requests().pop().unwrap();
+        assert!(
+            !seen.headers.keys().any(|n| is_key_spelling(n.as_str())),
+            "{name} reached Coupa: {:?}",
+            seen.headers
+        );
+        assert!(seen.header("authorization").unwrap().starts_with("Bearer "));
+    }
+    // In passthrough the one key goes through as sent.
+    let (_, text) = raw(
+        gw.addr(),
+        &get("/legacy", &format!("X_COUPA_API_KEY: {DEMO_API_KEY}\r\n")),
+    )
+    .await;
+    assert!(!text.contains("\"error\""), "{text}");
+    let seen = prod.requests().pop().unwrap();
+    assert_eq!(seen.header("x_coupa_api_key"), Some(DEMO_API_KEY));
+    assert!(seen.header("x-coupa-api-key").is_none());
+
+    // Two keys, whatever their spellings (or the same name twice): which one would Coupa
+    // use? Refused before identification, on every route, and never forwarded.
+    let forwarded = prod.requests().len();
+    for (first, second) in [
+        ("X-COUPA-API-KEY", "X-COUPA-API-KEY"),
+        ("X-COUPA-API-KEY", "X_COUPA_API_KEY"),
+        ("x-coupa_api-key", "X_Coupa_Api_Key"),
+    ] {
+        for (prefix, other) in [
+            ("/prod", OTHER_KEY),
+            ("/legacy", DEMO_API_KEY),
+            ("/nowhere", OTHER_KEY),
+        ] {
+            let head = format!("{first}: {DEMO_API_KEY}\r\n{second}: {other}\r\n");
+            let (status, text) = raw(gw.addr(), &get(prefix, &head)).await;
+            assert_eq!(status, 400, "{prefix} {first} + {second}: {text}");
+            assert!(text.contains("\"duplicate_api_key\""), "{text}");
+            assert!(text.contains("exactly one X-COUPA-API-KEY"), "{text}");
+        }
+    }
+    assert_eq!(prod.requests().len(), forwarded);
+}

@@ -133,7 +133,7 @@ proptest! {
 // target `fuzz/fuzz_targets/path_check.rs`.
 #[path = "model/path_policy.rs"]
 mod path_policy;
-use path_policy::{decode, is_dot_segment, policy_rejects};
+use path_policy::{decode, holds_escape, is_dot_segment, policy_rejects};
 
 /// Strings dense in the bytes the check cares about, so generated cases hit every branch
 /// instead of being plain text that is trivially fine.
@@ -146,7 +146,26 @@ fn tricky_path() -> impl Strategy<Value = String> {
         Just("\\".to_owned()),
         Just("\0".to_owned()),
         select(vec![
-            "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%25", "%41", "%zz", "%2"
+            "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%00", "%0d", "%0A", "%25", "%41", "%zz",
+            "%2", "%3b", "%252e", "%2541", ";", "\n",
+        ])
+        .prop_map(str::to_owned),
+        // UTF-8, encoded: well-formed (é, U+2028, an emoji), overlong `.` and `/`, lone lead
+        // and continuation bytes, a surrogate, past U+10FFFF. Split pieces (`%c3` then `%a9`)
+        // also meet across piece boundaries.
+        select(vec![
+            "%c3%a9",
+            "%C3",
+            "%a9",
+            "%e2%80%a8",
+            "%f0%9f%93%84",
+            "%c0%ae",
+            "%C0%AF",
+            "%e0%80%ae",
+            "%80",
+            "%ed%a0%80",
+            "%f4%90%80%80",
+            "%ff",
         ])
         .prop_map(str::to_owned),
         "[a-zA-Z0-9_~é-]{1,3}",
@@ -206,6 +225,20 @@ proptest! {
     }
 
     #[test]
+    fn path_check_rejects_path_parameters_double_encoding_and_non_utf8(
+        before in "[a-z0-9.]{0,4}",
+        bad in select(vec![
+            ";", ";x=1", "%252e", "%252F", "%2541", "%25%32%65", "%c0%ae", "%C0%AF", "%80",
+            "%c3", "%ed%a0%80", "%f4%90%80%80", "%fe",
+        ]),
+        after in "[g-z.]{0,4}",
+        prefix in "(/[a-z]{1,4}){0,2}",
+    ) {
+        let p = format!("{prefix}/{before}{bad}{after}");
+        prop_assert!(path::check(&p).is_some(), "accepted {:?}", p);
+    }
+
+    #[test]
     fn accepted_paths_decode_without_dot_segments(p in tricky_path()) {
         if path::check(&p).is_none() {
             let decoded = decode(p.as_bytes());
@@ -216,6 +249,10 @@ proptest! {
                 "{:?} decodes to a dot segment", p
             );
             prop_assert!(!decoded.contains(&b'\\') && !decoded.contains(&0));
+            // Coupa decodes once, to UTF-8; a second decode would change nothing.
+            prop_assert!(std::str::from_utf8(&decoded).is_ok(), "{:?} is not UTF-8", p);
+            prop_assert!(!holds_escape(&decoded), "{:?} is double-encoded", p);
+            prop_assert!(!p.contains(';'), "{:?} holds a path parameter", p);
         }
     }
 
@@ -663,6 +700,10 @@ const SET_BY_GATEWAY: [&str; 7] = [
     "x-request-id",
 ];
 
+/// The caller's claims about the client address, never forwarded (the gateway sets
+/// `X-Forwarded-For` itself).
+const DROPPED: [&str; 2] = ["forwarded", "x-real-ip"];
+
 /// `name` in a random mix of upper and lower case.
 fn random_case(name: &'static str) -> impl Strategy<Value = String> {
     vec(any::<bool>(), name.len()).prop_map(move |upper| {
@@ -673,13 +714,45 @@ fn random_case(name: &'static str) -> impl Strategy<Value = String> {
     })
 }
 
+/// The legacy key header with `_` for some of its dashes, in random case: Rack and CGI
+/// servers (Coupa's Rails) read every such spelling as the key.
+fn key_spelling() -> impl Strategy<Value = String> {
+    let name = "x-coupa-api-key";
+    (
+        vec(any::<bool>(), name.len()),
+        vec(any::<bool>(), name.len()),
+    )
+        .prop_map(move |(upper, underscore)| {
+            name.chars()
+                .zip(upper.into_iter().zip(underscore))
+                .map(|(c, (upper, underscore))| match c {
+                    '-' if underscore => '_',
+                    c if upper => c.to_ascii_uppercase(),
+                    c => c,
+                })
+                .collect()
+        })
+}
+
+/// Is `name` the legacy key in some spelling?
+fn is_key_spelling(name: &HeaderName) -> bool {
+    name.as_str().replace('_', "-") == "x-coupa-api-key"
+}
+
 /// Header names: random tokens (some short enough to collide), hop-by-hop names, the
-/// credentials and the forwarding headers, all in random case.
+/// credentials (the key in its `_` spellings too) and the forwarding headers, all in random
+/// case.
 fn header_name() -> impl Strategy<Value = String> {
-    let special: Vec<&'static str> = HOP_BY_HOP.iter().chain(&SET_BY_GATEWAY).copied().collect();
+    let special: Vec<&'static str> = HOP_BY_HOP
+        .iter()
+        .chain(&SET_BY_GATEWAY)
+        .chain(&DROPPED)
+        .copied()
+        .collect();
     prop_oneof![
         2 => "[a-zA-Z][a-zA-Z0-9-]{0,6}",
         2 => select(special).prop_flat_map(random_case),
+        1 => key_spelling(),
     ]
 }
 
@@ -790,16 +863,19 @@ fn check_common(
 ) -> Result<HashSet<HeaderName>, TestCaseError> {
     let mut removed = connection_listed(before);
     removed.extend(HOP_BY_HOP.iter().map(|n| HeaderName::from_static(n)));
+    removed.extend(DROPPED.iter().map(|n| HeaderName::from_static(n)));
     let gateway: Vec<HeaderName> = SET_BY_GATEWAY
         .iter()
         .map(|n| HeaderName::from_static(n))
         .collect();
+    // Every spelling of the key is a credential, removed or kept with `Authorization`.
+    let gateway = |n: &HeaderName| gateway.contains(n) || is_key_spelling(n);
     // A name the gateway sets itself may be listed too; it is removed, then set anew.
-    for name in removed.iter().filter(|n| !gateway.contains(n)) {
+    for name in removed.iter().filter(|n| !gateway(n)) {
         prop_assert!(!after.contains_key(name), "{} survived", name);
     }
     for name in before.keys() {
-        if !removed.contains(name) && !gateway.contains(name) {
+        if !removed.contains(name) && !gateway(name) {
             prop_assert_eq!(
                 values(after, name),
                 values(before, name),
@@ -810,7 +886,7 @@ fn check_common(
     }
     for name in after.keys() {
         prop_assert!(
-            before.contains_key(name) || gateway.contains(name),
+            before.contains_key(name) || gateway(name),
             "{} appeared",
             name
         );
@@ -867,7 +943,7 @@ proptest! {
         let bearer = HeaderValue::try_from(format!("Bearer {token}")).unwrap();
         let after = rewritten(&before, Some(&bearer));
         check_common(&before, &after)?;
-        prop_assert!(!after.contains_key("x-coupa-api-key"));
+        prop_assert!(!after.keys().any(is_key_spelling), "a key spelling survived");
         prop_assert_eq!(values(&after, &http::header::AUTHORIZATION), vec![bearer]);
     }
 
@@ -875,9 +951,13 @@ proptest! {
     fn rewrite_without_a_bearer_keeps_the_callers_credentials(before in header_case()) {
         let after = rewritten(&before, None);
         let removed = check_common(&before, &after)?;
-        for name in [http::header::AUTHORIZATION, HeaderName::from_static("x-coupa-api-key")] {
-            if !removed.contains(&name) {
-                prop_assert_eq!(values(&after, &name), values(&before, &name), "{}", name);
+        let credentials = before
+            .keys()
+            .filter(|n| is_key_spelling(n))
+            .chain([&http::header::AUTHORIZATION]);
+        for name in credentials {
+            if !removed.contains(name) {
+                prop_assert_eq!(values(&after, name), values(&before, name), "{}", name);
             }
         }
     }

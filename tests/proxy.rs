@@ -195,6 +195,11 @@ async fn traversal_attempts_are_400_and_never_forwarded() {
         "/prod/api%5Cinvoices",
         "/prod/api/invoices/%00",
         "/prod/api/./invoices",
+        // Path parameters (`..;` is `..` to Tomcat and Jetty), double encoding, overlong UTF-8.
+        "/prod/..;/test/api/invoices",
+        "/prod/%2e%2e;/test/api/invoices",
+        "/prod/%252e%252e/test/api/invoices",
+        "/prod/%c0%ae%c0%ae/test/api/invoices",
     ] {
         let (status, text) = raw(
             env.gw.addr(),
@@ -498,4 +503,79 @@ async fn every_worker_serves_and_a_reload_cannot_change_their_number() {
         refused,
         "the proxy port still accepts after the gateway was dropped"
     );
+}
+
+#[tokio::test]
+async fn methods_coupa_does_not_use_get_405_and_never_reach_coupa() {
+    let env = Env::start().await;
+    for (method, target) in [
+        ("CONNECT", "/prod/api/invoices"),
+        ("CONNECT", "/test/api/invoices/1"),
+        ("CONNECT", "127.0.0.1:443"),
+        ("TRACE", "/prod/api/invoices"),
+        ("TRACK", "/prod/api/invoices"),
+        ("PROPFIND", "/prod/api/invoices"),
+        ("get", "/prod/api/invoices"),
+    ] {
+        let (status, text) = raw(
+            env.gw.addr(),
+            &format!(
+                "{method} {target} HTTP/1.1\r\nHost: gw\r\nX-COUPA-API-KEY: k\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, 405, "{method} {target}: {text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("\r\nallow: get, head, post, put, patch, delete, options\r\n"),
+            "{method} {target}: {text}"
+        );
+        assert!(text.contains("\"method_not_allowed\""), "{text}");
+    }
+    assert!(env.prod.requests().is_empty() && env.test.requests().is_empty());
+    assert_eq!(
+        env.prod.stats().api_requests + env.test.stats().api_requests,
+        0
+    );
+    // The methods Coupa's API uses still go through (the mock answers some with its own 405).
+    for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
+        let (status, text) = raw(
+            env.gw.addr(),
+            &format!(
+                "{method} /prod/api/invoices/1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(
+            !text.contains("method_not_allowed"),
+            "{method}: {status} {text}"
+        );
+        let seen = env.prod.requests().pop().expect("forwarded");
+        assert_eq!(seen.method.as_str(), method);
+    }
+}
+
+#[tokio::test]
+async fn caller_address_claims_never_reach_coupa() {
+    let env = Env::start().await;
+    let r = env
+        .http
+        .get(
+            &env.url("/prod/api/suppliers/1"),
+            &[
+                ("forwarded", "for=10.0.0.1;proto=https"),
+                ("Forwarded", "for=\"[2001:db8::1]\""),
+                ("x-real-ip", "10.0.0.1"),
+                ("X-Forwarded-For", "192.0.2.7"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let req = env.prod.requests().pop().unwrap();
+    assert!(req.header("forwarded").is_none(), "{:?}", req.headers);
+    assert!(req.header("x-real-ip").is_none(), "{:?}", req.headers);
+    // The gateway's own account of the client: the caller's chain with the peer appended.
+    assert_eq!(req.header("x-forwarded-for"), Some("192.0.2.7, 127.0.0.1"));
 }

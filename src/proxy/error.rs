@@ -10,6 +10,10 @@ use http::{header, HeaderValue, Response, StatusCode};
 
 use super::{Body, REQUEST_ID};
 
+/// The methods forwarded to Coupa, as the `Allow` header of a 405 lists them;
+/// `super::forwarded_method` is the check (a test keeps the two in step).
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Everything that can stop a request on its way to or from Coupa.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -41,9 +45,15 @@ pub enum ProxyError {
         /// The scope (or alternatives) needed.
         scope: String,
     },
+    /// A method Coupa's REST API does not use (CONNECT, TRACE, WebDAV and other extensions).
+    #[error("the gateway forwards only the methods Coupa's API uses: {ALLOWED_METHODS}")]
+    MethodNotAllowed,
     /// No route prefix matches the path.
     #[error("no route matches this path; the gateway serves only its configured prefixes")]
     NoRoute,
+    /// More than one legacy key header (`X-COUPA-API-KEY`, also spelled with `_`).
+    #[error("send exactly one X-COUPA-API-KEY header; this request carries several (X_COUPA_API_KEY and other spellings with '_' count too: Coupa reads them as the same header)")]
+    DuplicateApiKey,
     /// The request could escape its route or be read differently by Coupa (path, framing).
     #[error("rejected request: {0}")]
     BadRequest(&'static str),
@@ -98,8 +108,9 @@ impl ProxyError {
             | ProxyError::AddressForbidden { .. }
             | ProxyError::Blocked(_)
             | ProxyError::ScopeMissing { .. } => StatusCode::FORBIDDEN,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::DuplicateApiKey => StatusCode::BAD_REQUEST,
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -119,9 +130,11 @@ impl ProxyError {
             ProxyError::AddressForbidden { .. } => "address_forbidden",
             ProxyError::Blocked(_) => "route_blocked",
             ProxyError::ScopeMissing { .. } => "scope_missing",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::NoRoute => "no_route",
             ProxyError::BadRequest(_) => "bad_request",
             ProxyError::BodyTimeout => "body_timeout",
+            ProxyError::DuplicateApiKey => "duplicate_api_key",
             ProxyError::BodyTooLarge(_) => "body_too_large",
             ProxyError::Overloaded => "overloaded",
             ProxyError::RateLimited { .. } => "rate_limited",
@@ -172,7 +185,17 @@ impl ProxyError {
             }
             // An unread or unparseable body would poison the next request on this
             // connection: close it (rpxy and linkerd do the same).
-            ProxyError::BadRequest(_) | ProxyError::BodyTooLarge(_) | ProxyError::BodyTimeout => {
+            ProxyError::BadRequest(_)
+            | ProxyError::DuplicateApiKey
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::BodyTimeout => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // RFC 9110 §15.5.6: a 405 lists the methods the target supports. Closed too: a
+            // CONNECT client may already be sending tunnel bytes, which must not be read as
+            // the next request.
+            ProxyError::MethodNotAllowed => {
+                h.insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // RFC 9110 §11.6.1: a 401 names how to authenticate. The scheme is not a standard

@@ -19,6 +19,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// The legacy Coupa API key header; `HeaderName`s are lowercase, so removal is case-insensitive.
+/// Spellings with `_` for any `-` are the same header to Coupa: see [`is_api_key_name`].
 pub static COUPA_API_KEY: HeaderName = HeaderName::from_static("x-coupa-api-key");
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -29,6 +30,72 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// `X-Request-Id`: passed through when the caller sends a sane one, created otherwise, sent to
 /// Coupa and echoed in the response so a caller's log line can be matched with ours.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Is the caller's `X-Request-Id` one to keep? It is echoed to Coupa, in the response and its
+/// JSON body and in every log line, so it must need no quoting anywhere: 1 to 200 bytes of
+/// printable ASCII other than `"` and `\`, no spaces. Anything else is replaced by a fresh id.
+pub fn usable_request_id(value: &HeaderValue) -> bool {
+    // PERF: a fold without early exit vectorises: ~110 instructions for a 36-byte UUID
+    // against ~450 for `all` (callgrind). Ids are short; a bad one gains nothing from an
+    // early exit.
+    (1..=200).contains(&value.len())
+        && value.as_bytes().iter().fold(true, |ok, &b| {
+            ok & b.is_ascii_graphic() & (b != b'"') & (b != b'\\')
+        })
+}
+
+/// Is `name` (lowercase, as in a `HeaderName`) the legacy key header, `_` standing for any `-`?
+/// Rack and CGI servers, Coupa's Rails among them, turn both into `HTTP_X_COUPA_API_KEY`, so
+/// `X_COUPA_API_KEY` is the key to Coupa and must be to the gateway too: it identifies the
+/// caller, and it is stripped with the dash spelling.
+pub fn is_api_key_name(name: &str) -> bool {
+    const KEY: &[u8; 15] = b"x-coupa-api-key";
+    name.len() == KEY.len()
+        && name
+            .bytes()
+            .zip(KEY)
+            .all(|(b, &k)| b == k || (b == b'_' && k == b'-'))
+}
+
+/// The legacy key headers a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegacyKey<'a> {
+    /// None.
+    Absent,
+    /// Exactly one: its value.
+    One(&'a HeaderValue),
+    /// More than one, in any spellings (the same one twice included). Which one Coupa uses
+    /// depends on the servers on the way (one spelling wins, or the values are joined with a
+    /// comma): the request is refused rather than identified by a key Coupa might not see.
+    Several,
+}
+
+impl<'a> LegacyKey<'a> {
+    /// The key, when there is exactly one.
+    pub fn single(self) -> Option<&'a HeaderValue> {
+        match self {
+            LegacyKey::One(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Finds the caller's legacy key headers in every spelling [`is_api_key_name`] accepts.
+///
+/// PERF: one walk over the head's names (a length compare for most), in place of the two
+/// hashed lookups (presence, then value) it replaces.
+pub fn legacy_key(headers: &HeaderMap) -> LegacyKey<'_> {
+    let mut found = LegacyKey::Absent;
+    for (name, value) in headers {
+        if is_api_key_name(name.as_str()) {
+            if found != LegacyKey::Absent {
+                return LegacyKey::Several;
+            }
+            found = LegacyKey::One(value);
+        }
+    }
+    found
+}
 
 /// `Connection`'s bit: `HOP_BY_HOP[0]`.
 const CONNECTION_BIT: u16 = 1;
@@ -108,6 +175,10 @@ enum Role {
     ForwardedFor,
     ForwardedHost,
     Replaced,
+    /// The caller's own claims about the client address: `Forwarded` (RFC 7239) and
+    /// `X-Real-IP`. Coupa or a proxy on the way could take them for the client's address
+    /// (allow-lists, audit logs); the gateway states the peer in `X-Forwarded-For` only.
+    Dropped,
 }
 
 /// PERF: one `match` on the name's text (a length switch, then one compare) instead of a
@@ -128,6 +199,8 @@ fn role(name: &HeaderName) -> Role {
         "x-forwarded-for" => Role::ForwardedFor,
         "x-forwarded-host" => Role::ForwardedHost,
         "x-forwarded-proto" | "x-request-id" => Role::Replaced,
+        "forwarded" | "x-real-ip" => Role::Dropped,
+        other if is_api_key_name(other) => Role::Credential,
         _ => Role::Forward,
     }
 }
@@ -135,8 +208,9 @@ fn role(name: &HeaderName) -> Role {
 /// The head sent to Coupa, built from the integration's: hop-by-hop headers out (with every
 /// name `Connection` lists), `Host` set to the instance's with the caller's moved to
 /// `X-Forwarded-Host`, the peer appended to `X-Forwarded-For`, `X-Forwarded-Proto` and
-/// `X-Request-Id` set, and with a bearer (oauth mode) the caller's credentials replaced by the
-/// token. Everything else goes through in order, byte for byte.
+/// `X-Request-Id` set, the caller's `Forwarded` and `X-Real-IP` dropped, and with a bearer
+/// (oauth mode) the caller's credentials replaced by the token. Everything else goes through
+/// in order, byte for byte.
 ///
 /// PERF: the caller's head is left untouched, so it doubles as the copy a 401 replay is
 /// rebuilt from; and copying only what is forwarded into a map sized for the result costs
@@ -316,6 +390,52 @@ mod tests {
     }
 
     #[test]
+    fn every_spelling_of_the_legacy_key_is_replaced_by_the_bearer() {
+        let mut h = HeaderMap::new();
+        h.insert("X_Coupa_Api_Key", HeaderValue::from_static("legacy"));
+        h.insert("x-coupa_api-key", HeaderValue::from_static("legacy"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let out = rewrite(&h);
+        assert_eq!(out.len(), 6, "{out:?}");
+        assert_eq!(out[header::AUTHORIZATION], "Bearer T");
+        assert!(!out.keys().any(|n| is_api_key_name(n.as_str())));
+        // Passthrough: as sent.
+        let out = request_headers(&h, outbound(None));
+        assert_eq!(out["x_coupa_api_key"], "legacy");
+        assert_eq!(out["x-coupa_api-key"], "legacy");
+    }
+
+    #[test]
+    fn legacy_keys_are_counted_in_every_spelling() {
+        let key = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            match legacy_key(&h) {
+                LegacyKey::Absent => "absent".to_owned(),
+                LegacyKey::One(v) => v.to_str().unwrap().to_owned(),
+                LegacyKey::Several => "several".to_owned(),
+            }
+        };
+        assert_eq!(key(&[("accept-language", "en")]), "absent");
+        assert_eq!(key(&[("accept", "*/*"), ("X-COUPA-API-KEY", "a")]), "a");
+        assert_eq!(key(&[("X_COUPA_API_KEY", "b")]), "b");
+        assert_eq!(
+            key(&[("x-coupa_api-key", "c"), ("accept-encoding", "gzip")]),
+            "c"
+        );
+        assert_eq!(
+            key(&[("x-coupa-api-key", "a"), ("x-coupa-api-key", "a")]),
+            "several"
+        );
+        assert_eq!(
+            key(&[("x-coupa-api-key", "a"), ("x_coupa_api_key", "b")]),
+            "several"
+        );
+    }
+
+    #[test]
     fn passthrough_keeps_the_callers_credentials() {
         let mut h = HeaderMap::new();
         h.insert("x-coupa-api-key", HeaderValue::from_static("legacy"));
@@ -358,10 +478,27 @@ mod tests {
         assert_eq!(role(&header::HOST), Role::Host);
         assert_eq!(role(&header::AUTHORIZATION), Role::Credential);
         assert_eq!(role(&COUPA_API_KEY), Role::Credential);
+        for spelling in ["x_coupa_api_key", "x-coupa_api-key", "x_coupa-api-key"] {
+            assert_eq!(role(&HeaderName::from_static(spelling)), Role::Credential);
+        }
+        for near in [
+            "x-coupa-api-keys",
+            "x-coupa-api-ke",
+            "x.coupa-api-key",
+            "y_coupa_api_key",
+        ] {
+            assert_eq!(
+                role(&HeaderName::from_static(near)),
+                Role::Forward,
+                "{near}"
+            );
+        }
         assert_eq!(role(&X_FORWARDED_FOR), Role::ForwardedFor);
         assert_eq!(role(&X_FORWARDED_HOST), Role::ForwardedHost);
         assert_eq!(role(&X_FORWARDED_PROTO), Role::Replaced);
         assert_eq!(role(&X_REQUEST_ID), Role::Replaced);
+        assert_eq!(role(&header::FORWARDED), Role::Dropped);
+        assert_eq!(role(&HeaderName::from_static("x-real-ip")), Role::Dropped);
         assert_eq!(role(&header::ACCEPT), Role::Forward);
         assert_eq!(role(&HeaderName::from_static("x-hop")), Role::Forward);
     }
@@ -394,6 +531,38 @@ mod tests {
             h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(),
             ["http"]
         );
+    }
+
+    #[test]
+    fn caller_address_claims_are_dropped_in_both_modes() {
+        let mut h = HeaderMap::new();
+        h.append(header::FORWARDED, HeaderValue::from_static("for=10.9.9.9"));
+        h.append("X-Real-IP", HeaderValue::from_static("10.9.9.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        for h in [rewrite(&h), request_headers(&h, outbound(None))] {
+            assert!(h.get(header::FORWARDED).is_none());
+            assert!(h.get("x-real-ip").is_none());
+            assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        }
+    }
+
+    #[test]
+    fn request_ids_needing_no_quotes_are_kept() {
+        for kept in [
+            "erp-run-42",
+            "a",
+            "0190b8c4-7f3e-7c1a-9d5e-3f0a1b2c3d4e",
+            "job:7/x.y_z~1",
+        ] {
+            assert!(usable_request_id(&HeaderValue::from_static(kept)), "{kept}");
+        }
+        let long = "x".repeat(201);
+        for replaced in ["", "two words", "a\"b", "a\\b", "tab\there", long.as_str()] {
+            let v = HeaderValue::from_str(replaced).unwrap();
+            assert!(!usable_request_id(&v), "{replaced:?}");
+        }
+        let obs = HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert!(!usable_request_id(&obs));
     }
 
     #[test]

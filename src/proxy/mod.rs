@@ -90,7 +90,7 @@ pub async fn handle(
     // state would copy this whole future (+600 instructions per request, callgrind).
     let active = ActiveRequest::enter(conn.state.clone());
     let request_id = match req.headers().get(&REQUEST_ID) {
-        Some(v) if (1..=200).contains(&v.len()) => v.clone(),
+        Some(v) if headers::usable_request_id(v) => v.clone(),
         _ => new_request_id(),
     };
     // `load_full`: the snapshot must outlive the awaits below (arc-swap guards must not be
@@ -104,8 +104,9 @@ pub async fn handle(
     .then(|| (req.method().clone(), req.uri().clone()));
     let path = req.uri().path();
     let found = runtime.routes.find(path);
-    let refused = match path::check(path).or_else(|| framing_problem(&req, &conn.state)) {
-        Some(reason) => Some(ProxyError::BadRequest(reason)),
+    let keys = headers::legacy_key(req.headers());
+    let refused = match refusal(&req, keys, &conn.state) {
+        Some(error) => Some(error),
         None if found.is_none() => Some(ProxyError::NoRoute),
         None => None,
     };
@@ -116,8 +117,9 @@ pub async fn handle(
     let route = found.route;
     let needed = runtime.config.scopes.needed(req.method(), found.rest);
     let upstream_pq = upstream_path_and_query(route, found.rest, req.uri().query());
-    let legacy_key = req.headers().contains_key(&headers::COUPA_API_KEY);
-    let caller = identity::identify(&runtime.integrations, req.headers(), conn.peer);
+    let key = keys.single();
+    let legacy_key = key.is_some();
+    let caller = identity::identify(&runtime.integrations, key, conn.peer);
     let (caller_name, usage) = match &caller {
         Caller::Known(g) | Caller::WrongAddress(g) => (g.name.as_str(), &g.usage[route.index]),
         Caller::UnknownKey | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
@@ -229,7 +231,7 @@ pub async fn handle(
     Ok(resp.map(|b| b.holding(active)))
 }
 
-/// The answer to a request refused before routing (bad path or framing, no route).
+/// The answer to a request refused before routing (method, bad path or framing, no route).
 #[cold]
 fn unrouted(
     shared: &Shared,
@@ -263,6 +265,23 @@ fn unrouted(
     }
 }
 
+/// Why a request is refused before routing, if it is: a method Coupa does not use, then a path
+/// or framing that two parsers could read differently, then more than one legacy key (the
+/// caller must be identified by the key Coupa would see).
+fn refusal(
+    req: &Request<Incoming>,
+    keys: headers::LegacyKey<'_>,
+    conn: &ConnState,
+) -> Option<ProxyError> {
+    if !forwarded_method(req.method()) {
+        return Some(ProxyError::MethodNotAllowed);
+    }
+    if let Some(reason) = path::check(req.uri().path()).or_else(|| framing_problem(req, conn)) {
+        return Some(ProxyError::BadRequest(reason));
+    }
+    (keys == headers::LegacyKey::Several).then_some(ProxyError::DuplicateApiKey)
+}
+
 /// Request framing the gateway refuses even though hyper parsed it: both `Content-Length` and
 /// `Transfer-Encoding` (RFC 9112 §6.1: a classic request-smuggling vector between two
 /// parsers), and an HTTP/1 absolute-form target naming a host other than `Host` (the gateway
@@ -283,6 +302,21 @@ fn framing_problem(req: &Request<Incoming>, conn: &ConnState) -> Option<&'static
         }
     }
     None
+}
+
+/// The methods Coupa's REST API uses ([`error::ALLOWED_METHODS`]). Anything else is refused
+/// before a token is attached: TRACE has Coupa (or anything on the way) echo the request
+/// back, the gateway's bearer token included; CONNECT asks for a tunnel; extension methods
+/// (WebDAV, `PURGE`) would reach whatever on the way handles them, with the gateway's token.
+fn forwarded_method(m: &http::Method) -> bool {
+    use http::Method;
+    *m == Method::GET
+        || *m == Method::POST
+        || *m == Method::PUT
+        || *m == Method::PATCH
+        || *m == Method::DELETE
+        || *m == Method::HEAD
+        || *m == Method::OPTIONS
 }
 
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
@@ -644,6 +678,21 @@ fn new_request_id() -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allow_header_lists_exactly_the_forwarded_methods() {
+        let listed: Vec<http::Method> = error::ALLOWED_METHODS
+            .split(", ")
+            .map(|m| m.parse().unwrap())
+            .collect();
+        assert_eq!(listed.len(), 7);
+        assert!(listed.iter().all(forwarded_method));
+        for other in [
+            "CONNECT", "TRACE", "TRACK", "PROPFIND", "PURGE", "get", "Get",
+        ] {
+            assert!(!forwarded_method(&other.parse().unwrap()), "{other}");
+        }
+    }
 
     #[test]
     fn request_ids_are_unique_and_well_formed() {

@@ -1,0 +1,111 @@
+//! The access log cannot be forged: in text lines every caller-influenced field is escaped, so
+//! a path or request id cannot end a field or a line early or pass for another field.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The access lines written so far (split on `\n` only, as a log shipper would).
+    fn access_lines(&self) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.split('\n')
+            .filter(|l| l.contains(" access: "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Characters some log viewer or parser takes for a line or field break.
+const BREAKS: [char; 8] = [
+    '\r', '\u{b}', '\u{c}', '\u{85}', '\u{a0}', '\u{2028}', '\u{2029}', '\t',
+];
+
+// current_thread: the gateway's workers inherit this thread's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn text_access_lines_cannot_be_forged() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let env = Env::start().await;
+
+    // Raw UTF-8 in the request line (percent-encoded would already be harmless), quotes,
+    // and request ids with quotes and spaces; routed and unrouted.
+    let cases = [
+        ("/prod/api/x\u{2028}status=200", ""),
+        ("/prod/api/x\u{2029}status=200", ""),
+        ("/prod/api/x\u{a0}status=200", ""),
+        ("/prod/api/x\u{85}status=200", ""),
+        ("/prod/api/x\"status=200\"", ""),
+        ("/nowhere/x\u{2028}status=200\"", ""),
+        ("/prod/api/x", "X-Request-Id: a\" status=200 b=\"\r\n"),
+        ("/prod/api/x", "X-Request-Id: spaced status=200\r\n"),
+        ("/nowhere", "X-Request-Id: a\\\" status=200\r\n"),
+    ];
+    for (target, header) in cases {
+        let before = logs.access_lines().len();
+        let (status, text) = raw(
+            env.gw.addr(),
+            &format!("GET {target} HTTP/1.1\r\nHost: gw\r\n{header}Connection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            eventually(Duration::from_secs(5), || logs.access_lines().len()
+                > before)
+            .await,
+            "{target:?}: no access line"
+        );
+        let lines = logs.access_lines();
+        assert_eq!(lines.len(), before + 1, "{target:?}: {lines:#?}");
+        let line = &lines[before];
+        let statuses: Vec<&str> = line
+            .split(' ')
+            .filter_map(|field| field.strip_prefix("status="))
+            .collect();
+        assert_eq!(
+            statuses,
+            [status.to_string()],
+            "{target:?} {header:?}: {line}"
+        );
+        for c in BREAKS {
+            assert!(
+                !line.contains(c),
+                "{target:?} {header:?}: raw {c:?} in {line:?}"
+            );
+        }
+        // Every quote is an escaped one: none can open or close a field.
+        assert!(
+            line.match_indices('"')
+                .all(|(i, _)| line[..i].ends_with('\\')),
+            "{target:?} {header:?}: {line}"
+        );
+        if !header.is_empty() {
+            let echoed = text
+                .lines()
+                .find_map(|l| l.strip_prefix("x-request-id: "))
+                .expect("a request id is echoed");
+            assert!(!header.contains(echoed), "{header:?} was kept: {text}");
+        }
+    }
+}
