@@ -702,7 +702,25 @@ const SET_BY_GATEWAY: [&str; 7] = [
 
 /// The caller's claims about the client address, never forwarded (the gateway sets
 /// `X-Forwarded-For` itself).
-const DROPPED: [&str; 2] = ["forwarded", "x-real-ip"];
+const DROPPED: [&str; 4] = ["forwarded", "x-real-ip", "client-ip", "true-client-ip"];
+
+/// Headers whose `_` spellings a Rack server reads as the real thing, so the gateway drops
+/// those spellings: the ones it sets, and the address claims.
+const SHADOWED: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
+    "x-real-ip",
+    "client-ip",
+    "true-client-ip",
+];
+
+/// Is `name` an underscore spelling of a shadowed header?
+fn is_shadow(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.contains('_') && SHADOWED.contains(&n.replace('_', "-").as_str())
+}
 
 /// `name` in a random mix of upper and lower case.
 fn random_case(name: &'static str) -> impl Strategy<Value = String> {
@@ -717,7 +735,11 @@ fn random_case(name: &'static str) -> impl Strategy<Value = String> {
 /// The legacy key header with `_` for some of its dashes, in random case: Rack and CGI
 /// servers (Coupa's Rails) read every such spelling as the key.
 fn key_spelling() -> impl Strategy<Value = String> {
-    let name = "x-coupa-api-key";
+    rack_spelling("x-coupa-api-key")
+}
+
+/// `name` with `_` for some of its dashes, in random case.
+fn rack_spelling(name: &'static str) -> impl Strategy<Value = String> {
     (
         vec(any::<bool>(), name.len()),
         vec(any::<bool>(), name.len()),
@@ -753,6 +775,7 @@ fn header_name() -> impl Strategy<Value = String> {
         2 => "[a-zA-Z][a-zA-Z0-9-]{0,6}",
         2 => select(special).prop_flat_map(random_case),
         1 => key_spelling(),
+        1 => select(SHADOWED.to_vec()).prop_flat_map(rack_spelling),
     ]
 }
 
@@ -864,6 +887,7 @@ fn check_common(
     let mut removed = connection_listed(before);
     removed.extend(HOP_BY_HOP.iter().map(|n| HeaderName::from_static(n)));
     removed.extend(DROPPED.iter().map(|n| HeaderName::from_static(n)));
+    removed.extend(before.keys().filter(|n| is_shadow(n)).cloned());
     let gateway: Vec<HeaderName> = SET_BY_GATEWAY
         .iter()
         .map(|n| HeaderName::from_static(n))

@@ -49,13 +49,31 @@ pub fn usable_request_id(value: &HeaderValue) -> bool {
 /// `X_COUPA_API_KEY` is the key to Coupa and must be to the gateway too: it identifies the
 /// caller, and it is stripped with the dash spelling.
 pub fn is_api_key_name(name: &str) -> bool {
-    const KEY: &[u8; 15] = b"x-coupa-api-key";
-    name.len() == KEY.len()
+    rack_alias(name, "x-coupa-api-key")
+}
+
+/// Is `name` the header `of` (lowercase, with dashes) to a Rack/CGI server, which reads `_`
+/// and `-` alike?
+fn rack_alias(name: &str, of: &str) -> bool {
+    name.len() == of.len()
         && name
             .bytes()
-            .zip(KEY)
-            .all(|(b, &k)| b == k || (b == b'_' && k == b'-'))
+            .zip(of.bytes())
+            .all(|(b, k)| b == k || (b == b'_' && k == b'-'))
 }
+
+/// Headers the gateway sets or drops whose underscore spellings (`X_Forwarded_For`) a Rack
+/// server would read as the real thing: they would override or join what the gateway states
+/// (the class of Puma's CVE-2024-45614), so they are dropped.
+const RACK_SHADOWED: [&str; 7] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
+    "x-real-ip",
+    "client-ip",
+    "true-client-ip",
+];
 
 /// The legacy key headers a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,8 +193,9 @@ enum Role {
     ForwardedFor,
     ForwardedHost,
     Replaced,
-    /// The caller's own claims about the client address: `Forwarded` (RFC 7239) and
-    /// `X-Real-IP`. Coupa or a proxy on the way could take them for the client's address
+    /// The caller's own claims about the client address: `Forwarded` (RFC 7239), `X-Real-IP`,
+    /// `Client-IP`, `True-Client-IP`, and underscore spellings of the headers the gateway
+    /// sets. Coupa or a proxy on the way could take them for the client's address
     /// (allow-lists, audit logs); the gateway states the peer in `X-Forwarded-For` only.
     Dropped,
 }
@@ -199,8 +218,16 @@ fn role(name: &HeaderName) -> Role {
         "x-forwarded-for" => Role::ForwardedFor,
         "x-forwarded-host" => Role::ForwardedHost,
         "x-forwarded-proto" | "x-request-id" => Role::Replaced,
-        "forwarded" | "x-real-ip" => Role::Dropped,
+        // Rails' `remote_ip` also reads `Client-IP`; CDNs set `True-Client-IP`.
+        "forwarded" | "x-real-ip" | "client-ip" | "true-client-ip" => Role::Dropped,
         other if is_api_key_name(other) => Role::Credential,
+        // PERF: only names of a shadowed length are compared further.
+        other
+            if matches!(other.len(), 9 | 12 | 14 | 15 | 16 | 17)
+                && RACK_SHADOWED.iter().any(|of| rack_alias(other, of)) =>
+        {
+            Role::Dropped
+        }
         _ => Role::Forward,
     }
 }
@@ -498,6 +525,34 @@ mod tests {
         assert_eq!(role(&X_FORWARDED_PROTO), Role::Replaced);
         assert_eq!(role(&X_REQUEST_ID), Role::Replaced);
         assert_eq!(role(&header::FORWARDED), Role::Dropped);
+        for shadow in [
+            "x_forwarded_for",
+            "x-forwarded_proto",
+            "x_forwarded_host",
+            "x_request_id",
+            "x_real_ip",
+            "client_ip",
+            "client-ip",
+            "true_client_ip",
+        ] {
+            assert_eq!(
+                role(&HeaderName::from_static(shadow)),
+                Role::Dropped,
+                "{shadow}"
+            );
+        }
+        for ordinary in [
+            "accept-language",
+            "accept_language",
+            "content-length",
+            "x-forwarded",
+        ] {
+            assert_eq!(
+                role(&HeaderName::from_static(ordinary)),
+                Role::Forward,
+                "{ordinary}"
+            );
+        }
         assert_eq!(role(&HeaderName::from_static("x-real-ip")), Role::Dropped);
         assert_eq!(role(&header::ACCEPT), Role::Forward);
         assert_eq!(role(&HeaderName::from_static("x-hop")), Role::Forward);
