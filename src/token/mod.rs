@@ -334,7 +334,11 @@ pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted,
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await?;
+        let body = if status.is_success() {
+            resp.bytes().await?
+        } else {
+            start_of(resp, redact::MAX_INPUT).await?
+        };
         Ok::<_, reqwest::Error>((status, retry_after, body))
     };
     let (status, retry_after, body) = match tokio::time::timeout(req.timeout, send).await {
@@ -383,6 +387,24 @@ pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted,
         requested_at,
         requested_at_wall,
     })
+}
+
+/// The first `limit` bytes of `resp`'s body, and one more if there are more (so that the
+/// excerpt can show it was cut). Only the start of an error body is ever shown; reading all of
+/// it would let an endpoint, or a proxy's error page, make every retry buffer any amount.
+async fn start_of(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() <= limit {
+        match resp.chunk().await? {
+            Some(chunk) => body.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    body.truncate(limit + 1);
+    Ok(body.into())
 }
 
 /// The error for a non-success answer, free of `secret` (its text goes to `/status` and logs).
@@ -1070,6 +1092,20 @@ mod tests {
         );
         let body = format!("{}{secret}", " ".repeat(redact::MAX_INPUT - 4));
         assert_eq!(excerpt(body.as_bytes(), secret), "[redacted]…");
+    }
+
+    #[tokio::test]
+    async fn only_the_start_of_an_error_body_is_read() {
+        let resp = |len: usize| reqwest::Response::from(http::Response::new(vec![b'x'; len]));
+        let limit = 10;
+        assert_eq!(start_of(resp(0), limit).await.unwrap().len(), 0);
+        assert_eq!(start_of(resp(10), limit).await.unwrap().len(), 10);
+        assert_eq!(start_of(resp(11), limit).await.unwrap().len(), 11);
+        assert_eq!(start_of(resp(1000), limit).await.unwrap().len(), 11);
+        let body = start_of(resp(redact::MAX_INPUT + 5), redact::MAX_INPUT)
+            .await
+            .unwrap();
+        assert_eq!(excerpt(&body, "s3cr3t"), format!("{}…", "x".repeat(300)));
     }
 
     #[test]
