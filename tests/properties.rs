@@ -1,6 +1,6 @@
 //! Property tests for the parts of the request path that see raw client input (issue #4):
 //! the route matcher, the path check, the lenient request-target wrapper, header rewriting and
-//! the scope table.
+//! the scope table; and for the redaction of a client secret a token endpoint echoes back.
 //!
 //! Each property compares the code with a small model written here, independently of the
 //! implementation, so a shared misunderstanding does not pass silently. Case counts are kept
@@ -17,6 +17,7 @@ use coupa_gateway::proxy::headers::{remove_hop_by_hop, request_headers, Outbound
 use coupa_gateway::proxy::path;
 use coupa_gateway::route::RouteTable;
 use coupa_gateway::scopes::ScopeTable;
+use coupa_gateway::token::redact::{redact, MARKER};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 use proptest::collection::vec;
@@ -1074,5 +1075,192 @@ proptest! {
             let _ = t.needed(&m, &p);
         });
         let _ = ScopeTable::category(&p);
+    }
+}
+
+// ----- secret redaction ------------------------------------------------------
+
+/// How a server may spell a secret, one character at a time (so that a cut between two
+/// characters, or inside one's escape, is easy to place). Written from the specifications,
+/// not from `token::redact`.
+#[derive(Debug, Clone, Copy)]
+enum Spelling {
+    Raw,
+    /// `application/x-www-form-urlencoded`, as reqwest sends it (upper or lower hex).
+    Form {
+        lower: bool,
+    },
+    /// Every byte outside RFC 3986's unreserved set as `%XX`, space as `%20`.
+    Strict,
+    /// JSON as a serialiser that escapes `/` writes it.
+    Json,
+    /// JSON with every non-alphanumeric character as `\u00XX`.
+    JsonUnicode,
+    /// HTML: hex or decimal references for every non-alphanumeric character but `&` and `<`,
+    /// which get their names.
+    Html {
+        hex: bool,
+    },
+}
+
+fn spelling() -> impl Strategy<Value = Spelling> {
+    prop_oneof![
+        Just(Spelling::Raw),
+        any::<bool>().prop_map(|lower| Spelling::Form { lower }),
+        Just(Spelling::Strict),
+        Just(Spelling::Json),
+        Just(Spelling::JsonUnicode),
+        any::<bool>().prop_map(|hex| Spelling::Html { hex }),
+    ]
+}
+
+/// Each character of `secret` (printable ASCII) as `how` spells it.
+fn spell(secret: &str, how: Spelling) -> Vec<String> {
+    secret
+        .chars()
+        .map(|c| {
+            let alnum = c.is_ascii_alphanumeric();
+            let n = u32::from(c);
+            match how {
+                Spelling::Raw => c.to_string(),
+                Spelling::Form { .. } if alnum || "*-._".contains(c) => c.to_string(),
+                Spelling::Form { .. } if c == ' ' => "+".into(),
+                Spelling::Form { lower: false } => format!("%{n:02X}"),
+                Spelling::Form { lower: true } => format!("%{n:02x}"),
+                Spelling::Strict if alnum || "-._~".contains(c) => c.to_string(),
+                Spelling::Strict => format!("%{n:02X}"),
+                Spelling::Json => match c {
+                    '"' | '\\' | '/' => format!("\\{c}"),
+                    _ => c.to_string(),
+                },
+                Spelling::JsonUnicode if alnum => c.to_string(),
+                Spelling::JsonUnicode => format!("\\u{n:04x}"),
+                Spelling::Html { .. } if alnum => c.to_string(),
+                Spelling::Html { .. } if c == '&' => "&amp;".into(),
+                Spelling::Html { .. } if c == '<' => "&lt;".into(),
+                Spelling::Html { hex: true } => format!("&#x{n:X};"),
+                Spelling::Html { hex: false } => format!("&#{n};"),
+            }
+        })
+        .collect()
+}
+
+/// Standard base64, padded or not, and the URL-safe alphabet.
+fn base64(data: &[u8], url_safe: bool, pad: bool) -> String {
+    let alphabet: &[u8; 64] = if url_safe {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = (0..3).fold(0u32, |n, i| n << 8 | u32::from(*chunk.get(i).unwrap_or(&0)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(alphabet[(n >> (18 - 6 * i) & 63) as usize]));
+            } else if pad {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Surrounding text: anything printable, escape characters included.
+fn filler() -> impl Strategy<Value = String> {
+    "[ -~]{0,40}"
+}
+
+/// What separates an echo from the text around it in real bodies (`=`/`&` in a form, quotes
+/// in JSON, tags in HTML, white space in prose). Without one, text before it could take over
+/// the echo's first escape (a `\` before `\u002F...` reads as `\\` then `u002F...`), and the
+/// echo would not read as the secret to anyone either.
+fn separator() -> impl Strategy<Value = &'static str> {
+    select(&[" ", "\n", "\"", "=", "&", ": ", "<td>", "(", "'"][..])
+}
+
+/// The pieces of `text` that survived redaction.
+fn unredacted(text: &str) -> Vec<&str> {
+    text.split(MARKER).collect()
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn no_spelling_of_a_secret_survives_redaction(
+        secret in "[ -~]{1,24}",
+        how in spelling(),
+        // A second layer: the spelt secret quoted again, e.g. JSON inside a URL.
+        again in proptest::option::of(spelling()),
+        (before, sep1, sep2, after) in (filler(), separator(), separator(), filler()),
+    ) {
+        let mut echo = spell(&secret, how).concat();
+        if let Some(again) = again {
+            echo = spell(&echo, again).concat();
+        }
+        let text = format!("{before}{sep1}{echo}{sep2}{after}");
+        let out = redact(&text, &secret);
+        for piece in unredacted(&out) {
+            prop_assert!(!piece.contains(&echo), "{echo:?} in {out:?}");
+            prop_assert!(!piece.contains(&secret), "{secret:?} in {out:?}");
+        }
+    }
+
+    #[test]
+    fn no_base64_of_id_and_secret_survives_redaction(
+        id in "[A-Za-z0-9-]{0,12}",
+        secret in "[ -~]{1,24}",
+        urlencoded in any::<bool>(),
+        (url_safe, pad) in (any::<bool>(), any::<bool>()),
+        // The Basic value quoted again: in JSON (`\/`) or a URL (`%2B`, `%2F`, `%3D`).
+        again in proptest::option::of(prop_oneof![
+            Just(Spelling::Json),
+            Just(Spelling::Strict)
+        ]),
+        (before, after) in (filler(), filler()),
+    ) {
+        // RFC 6749 §2.3.1: form-urlencode id and secret, then base64 of `id:secret`.
+        let form = |s: &str| spell(s, Spelling::Form { lower: false }).concat();
+        let (id_sent, secret_sent) = if urlencoded {
+            (form(&id), form(&secret))
+        } else {
+            (id.clone(), secret.clone())
+        };
+        let blob = base64(format!("{id_sent}:{secret_sent}").as_bytes(), url_safe, pad);
+        // From the group of four that holds the first byte of the secret on.
+        let secret_part = &blob[(id_sent.len() + 1) / 3 * 4..];
+        let secret_part = &secret_part[..secret_part.len().min(8)];
+        let quote = |s: &str| match again {
+            Some(how) => spell(s, how).concat(),
+            None => s.to_string(),
+        };
+        let (echo, secret_part) = (quote(&blob), quote(secret_part));
+        let text = format!("{before} Authorization: Basic {echo}\n{after}");
+        let out = redact(&text, &secret);
+        for piece in unredacted(&out) {
+            prop_assert!(!piece.contains(&secret_part), "{echo:?} in {out:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_cut_short_at_the_end_leaves_at_most_three_bytes(
+        secret in "[ -~]{5,24}",
+        how in spelling(),
+        keep in 4usize..24,
+        partial in 0usize..8,
+        (before, sep) in (filler(), separator()),
+    ) {
+        // The first `keep` characters whole, then part of the next one's spelling.
+        let pieces = spell(&secret, how);
+        let keep = keep.min(secret.len() - 1);
+        let next = &pieces[keep];
+        let cut = format!("{}{}", pieces[..keep].concat(), &next[..partial.min(next.len() - 1)]);
+        let text = format!("{before}{sep}{cut}");
+        let out = redact(&text, &secret);
+        prop_assert!(out.ends_with(MARKER), "{cut:?}: {out:?}");
+        let first4 = pieces[..4].concat();
+        let last = unredacted(&out).into_iter().rev().nth(1).unwrap_or_default();
+        prop_assert!(!last.contains(&first4), "{cut:?}: {out:?}");
     }
 }

@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 use crate::config;
 use crate::egress::ProxyRules;
 
+pub mod redact;
+
 /// Backoff after a failed token request: 1 s doubling, capped at 5 min.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -332,7 +334,11 @@ pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted,
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = resp.bytes().await?;
+        let body = if status.is_success() {
+            resp.bytes().await?
+        } else {
+            start_of(resp, redact::MAX_INPUT).await?
+        };
         Ok::<_, reqwest::Error>((status, retry_after, body))
     };
     let (status, retry_after, body) = match tokio::time::timeout(req.timeout, send).await {
@@ -343,18 +349,7 @@ pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted,
     };
     let secret = req.client_secret.expose_secret();
     if !status.is_success() {
-        if let Ok(err) = serde_json::from_slice::<ErrorResponse>(&body) {
-            return Err(TokenError::Rejected {
-                status: status.as_u16(),
-                error: redact(&err.error, secret),
-                description: err.error_description.map(|d| redact(&d, secret)),
-            });
-        }
-        return Err(TokenError::Status {
-            status: status.as_u16(),
-            body: redact(&excerpt(&body), secret),
-            retry_after,
-        });
+        return Err(failure(status, retry_after, &body, secret));
     }
     let parsed: TokenResponse = serde_json::from_slice(&body)
         .map_err(|e| TokenError::BadResponse(format!("not a JSON token response ({e})")))?;
@@ -394,23 +389,61 @@ pub async fn fetch(http: &reqwest::Client, req: &TokenRequest) -> Result<Minted,
     })
 }
 
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(ERROR_BODY_EXCERPT) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None if text.is_empty() => "(empty body)".into(),
-        None => text.to_string(),
+/// The first `limit` bytes of `resp`'s body, and one more if there are more (so that the
+/// excerpt can show it was cut). Only the start of an error body is ever shown; reading all of
+/// it would let an endpoint, or a proxy's error page, make every retry buffer any amount.
+async fn start_of(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<bytes::Bytes, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() <= limit {
+        match resp.chunk().await? {
+            Some(chunk) => body.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    body.truncate(limit + 1);
+    Ok(body.into())
+}
+
+/// The error for a non-success answer, free of `secret` (its text goes to `/status` and logs).
+fn failure(
+    status: http::StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    secret: &str,
+) -> TokenError {
+    // JSON escapes are decoded by now, but a field may still quote the form or a Basic header,
+    // so the fields go through the same redaction as a raw body.
+    if let Ok(err) = serde_json::from_slice::<ErrorResponse>(body) {
+        return TokenError::Rejected {
+            status: status.as_u16(),
+            error: redact::redact(&err.error, secret),
+            description: err.error_description.map(|d| redact::redact(&d, secret)),
+        };
+    }
+    TokenError::Status {
+        status: status.as_u16(),
+        body: excerpt(body, secret),
+        retry_after,
     }
 }
 
-/// Defence in depth: an endpoint that echoes the request in its error must not leak the secret
-/// into `/status` or logs.
-fn redact(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(secret, "[redacted]")
+/// The start of an error body for `/status` and logs, with `secret` redacted. Defence in
+/// depth: an endpoint that echoes the request in its error must not leak the secret there.
+/// Redaction runs on the whole of what is kept before the cut: cutting first could leave a
+/// prefix of the secret at the cut, or split an encoded one so that it is no longer found.
+/// The cut then falls in redacted text, where at worst it splits a `[redacted]`.
+fn excerpt(body: &[u8], secret: &str) -> String {
+    let kept = &body[..body.len().min(redact::MAX_INPUT)];
+    let redacted = redact::redact(&String::from_utf8_lossy(kept), secret);
+    let text = redacted.trim();
+    match text.char_indices().nth(ERROR_BODY_EXCERPT) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None if text.is_empty() => "(empty body)".into(),
+        None if kept.len() < body.len() && !text.ends_with('…') => format!("{text}…"),
+        None => text.to_string(),
     }
 }
 
@@ -1027,14 +1060,74 @@ mod tests {
     #[test]
     fn secrets_echoed_by_the_endpoint_are_redacted() {
         assert_eq!(
-            redact("bad secret s3cr3t given", "s3cr3t"),
+            excerpt(b"bad secret s3cr3t given", "s3cr3t"),
             "bad secret [redacted] given"
         );
-        assert_eq!(excerpt(b"  "), "(empty body)");
+        assert_eq!(excerpt(b"  ", "s3cr3t"), "(empty body)");
         let long = "x".repeat(1000);
         assert_eq!(
-            excerpt(long.as_bytes()).chars().count(),
+            excerpt(long.as_bytes(), "s3cr3t").chars().count(),
             ERROR_BODY_EXCERPT + 1
+        );
+    }
+
+    #[test]
+    fn a_secret_across_the_excerpt_boundary_leaves_no_prefix() {
+        let secret = "S3cr3t/Pr0d+Key=?>";
+        // Cutting first, then redacting, kept "S3cr3t/Pr0" here; an encoded secret cut in
+        // two was not recognised at all.
+        for echo in [secret, "S3cr3t%2FPr0d%2BKey%3D%3F%3E"] {
+            for at in [ERROR_BODY_EXCERPT - 10, ERROR_BODY_EXCERPT - 1] {
+                let body = format!("{}{echo} and more", "x".repeat(at));
+                let out = excerpt(body.as_bytes(), secret);
+                assert!(!out.contains("S3cr"), "{at}: {out}");
+                assert!(out.ends_with('…'), "{at}: {out}");
+            }
+        }
+        // Past the redaction window nothing is searched, and nothing is shown.
+        let body = format!("{}{secret}", "x".repeat(redact::MAX_INPUT));
+        assert_eq!(
+            excerpt(body.as_bytes(), secret),
+            format!("{}…", "x".repeat(300))
+        );
+        let body = format!("{}{secret}", " ".repeat(redact::MAX_INPUT - 4));
+        assert_eq!(excerpt(body.as_bytes(), secret), "[redacted]…");
+    }
+
+    #[tokio::test]
+    async fn only_the_start_of_an_error_body_is_read() {
+        let resp = |len: usize| reqwest::Response::from(http::Response::new(vec![b'x'; len]));
+        let limit = 10;
+        assert_eq!(start_of(resp(0), limit).await.unwrap().len(), 0);
+        assert_eq!(start_of(resp(10), limit).await.unwrap().len(), 10);
+        assert_eq!(start_of(resp(11), limit).await.unwrap().len(), 11);
+        assert_eq!(start_of(resp(1000), limit).await.unwrap().len(), 11);
+        let body = start_of(resp(redact::MAX_INPUT + 5), redact::MAX_INPUT)
+            .await
+            .unwrap();
+        assert_eq!(excerpt(&body, "s3cr3t"), format!("{}…", "x".repeat(300)));
+    }
+
+    #[test]
+    fn rejected_fields_are_redacted_like_the_body() {
+        let secret = "S3cr3t/Pr0d+Key=?>";
+        let body = br#"{"error":"invalid_client S3cr3t\/Pr0d+Key=?>",
+            "error_description":"bad client_secret=S3cr3t%2fPr0d%2bKey%3d%3f%3e"}"#;
+        let e = failure(http::StatusCode::UNAUTHORIZED, None, body, secret);
+        assert!(matches!(e, TokenError::Rejected { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "token endpoint answered HTTP 401 invalid_client [redacted]: bad client_secret=[redacted]"
+        );
+        let e = failure(
+            http::StatusCode::BAD_GATEWAY,
+            None,
+            b"<p>S3cr3t&#x2F;Pr0d",
+            secret,
+        );
+        assert_eq!(
+            e.to_string(),
+            "token endpoint answered HTTP 502: <p>[redacted]"
         );
     }
 
