@@ -326,6 +326,25 @@ impl<T> LenientTargets<T> {
         Ok(())
     }
 
+    /// Notes a write's (or flush's) outcome: progress, or a wait bounded by `write_timeout`.
+    fn after_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                self.wrote(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                self.write_waits(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+
     /// A write or flush went through: the client is reading, and the connection is not idle.
     fn wrote(&mut self, n: usize) {
         if let Some(limits) = &mut self.limits {
@@ -515,17 +534,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(written) => {
-                let n = written?;
-                this.wrote(n);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => {
-                this.write_waits(cx)?;
-                Poll::Pending
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.after_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -534,17 +544,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(written) => {
-                let n = written?;
-                this.wrote(n);
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => {
-                this.write_waits(cx)?;
-                Poll::Pending
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.after_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -553,17 +554,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LenientTargets<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_flush(cx) {
-            Poll::Ready(flushed) => {
-                flushed?;
-                this.wrote(0);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                this.write_waits(cx)?;
-                Poll::Pending
-            }
-        }
+        let polled = Pin::new(&mut this.io).poll_flush(cx).map_ok(|()| 0);
+        this.after_write(cx, polled).map_ok(drop)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -3,34 +3,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// The access lines written so far (split on `\n` only, as a log shipper would).
-    fn access_lines(&self) -> Vec<String> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.split('\n')
-            .filter(|l| l.contains(" access: "))
-            .map(str::to_owned)
-            .collect()
-    }
+/// The access lines written so far (split on `\n` only, as a log shipper would).
+fn access_lines(logs: &Captured) -> Vec<String> {
+    logs.text()
+        .split('\n')
+        .filter(|l| l.contains(" access: "))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Characters some log viewer or parser takes for a line or field break.
@@ -41,13 +24,7 @@ const BREAKS: [char; 8] = [
 // current_thread: the gateway's workers inherit this thread's subscriber.
 #[tokio::test(flavor = "current_thread")]
 async fn text_access_lines_cannot_be_forged() {
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
     let env = Env::start().await;
 
     // Raw UTF-8 in the request line (percent-encoded would already be harmless), quotes,
@@ -64,19 +41,19 @@ async fn text_access_lines_cannot_be_forged() {
         ("/nowhere", "X-Request-Id: a\\\" status=200\r\n"),
     ];
     for (target, header) in cases {
-        let before = logs.access_lines().len();
+        let before = access_lines(&logs).len();
         let (status, text) = raw(
             env.gw.addr(),
             &format!("GET {target} HTTP/1.1\r\nHost: gw\r\n{header}Connection: close\r\n\r\n"),
         )
         .await;
         assert!(
-            eventually(Duration::from_secs(5), || logs.access_lines().len()
+            eventually(Duration::from_secs(5), || access_lines(&logs).len()
                 > before)
             .await,
             "{target:?}: no access line"
         );
-        let lines = logs.access_lines();
+        let lines = access_lines(&logs);
         assert_eq!(lines.len(), before + 1, "{target:?}: {lines:#?}");
         let line = &lines[before];
         let statuses: Vec<&str> = line

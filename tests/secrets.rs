@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -15,33 +13,13 @@ use coupa_gateway::server::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 const ROTATED: &str = "rotated-test-secret-value";
 const WRONG: &str = "mistyped-test-secret-value";
 
 // current_thread: every task runs on this thread, so the thread-local subscriber sees them all.
 #[tokio::test(flavor = "current_thread")]
 async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::TRACE);
 
     // The test instance also accepts a rotated secret, for the reload step.
     let prod = mock_with(
@@ -127,7 +105,7 @@ async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
         tokens.len() >= 2,
         "expected several tokens in the session: {tokens:?}"
     );
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("token minted"),
         "logging was not captured:\n{logs}"
@@ -408,14 +386,7 @@ fn the_test_encoders_agree_with_coreutils() {
 // current_thread: every task runs on this thread, so the thread-local subscriber sees them all.
 #[tokio::test(flavor = "current_thread")]
 async fn a_secret_echoed_by_the_token_endpoint_reaches_neither_logs_nor_status() {
-    let logs = Captured::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::install(tracing::Level::TRACE);
 
     let endpoint = echoing_token_endpoint().await;
     // One instance and client per echo, each with the token URL that answers with it.
@@ -457,7 +428,7 @@ client = "{name}"
     };
     gw.shutdown();
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let mut messages = Vec::new();
     for name in ECHOES {
         let error = &status_client(&status, name)["last_error"];
