@@ -1693,13 +1693,6 @@ fn http_url(value: &str, example: &str) -> Result<Uri, String> {
             "{value:?} has no host; use a URL such as {example:?}"
         ));
     }
-    // No host name or address contains `~`, and the upstream pool uses `~N` as its aliases
-    // for instance hosts (`proxy::upstream::pool_alias`), so such a host could only misroute.
-    if uri.host().is_some_and(|h| h.contains('~')) {
-        return Err(format!(
-            "{value:?} has a \"~\" in its host, which no host name or address contains; use a URL such as {example:?}"
-        ));
-    }
     Ok(uri)
 }
 
@@ -2151,10 +2144,6 @@ mod tests {
             (
                 "https://a.com/#top",
                 r#"instances.prod.url: "https://a.com/#top" must not contain a fragment"#,
-            ),
-            (
-                "http://~0:8080",
-                r#"instances.prod.url: "http://~0:8080" has a "~" in its host, which no host name or address contains; use a URL such as "https://acme.coupahost.com""#,
             ),
             (
                 "https://a b.com",

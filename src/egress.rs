@@ -155,12 +155,6 @@ impl ProxyRules {
         self.matcher.as_ref()?.intercept(dst)
     }
 
-    /// True when requests to `dst` are sent to a proxy in absolute form (`GET http://host/…`):
-    /// `http://` destinations that go through a proxy.
-    pub fn absolute_form(&self, dst: &Uri) -> bool {
-        dst.scheme() == Some(&Scheme::HTTP) && self.intercept(dst).is_some()
-    }
-
     /// The `Proxy-Authorization` value an absolute-form request to `dst` must carry: only for
     /// `http://` destinations that go through a proxy whose URL has credentials. (`https://`
     /// destinations authenticate once, on the `CONNECT`, and the tunnelled requests must not

@@ -32,10 +32,8 @@ pub struct RouteTarget {
     pub mode: Mode,
     /// Upstream scheme.
     pub scheme: Scheme,
-    /// The authority in Coupa requests' URI, which keys the pool: a short alias of the
-    /// instance's ([`upstream::pool_alias`]), or the instance's own when an outbound proxy gets
-    /// absolute-form requests.
-    pub pool_key: Authority,
+    /// The instance's authority, for Coupa requests' URI (it keys the pool).
+    pub authority: Authority,
     /// `Host` for Coupa.
     pub host: HeaderValue,
     /// The instance URL's path, prepended to the rest of the request path.
@@ -290,11 +288,6 @@ impl Runtime {
                 .authority()
                 .expect("validated instance URLs have an authority")
                 .clone();
-            let pool_key = if outbound.proxy.absolute_form(&instance.url) {
-                authority.clone()
-            } else {
-                upstream::pool_alias(&authority)
-            };
             let client_scopes = r
                 .client
                 .as_ref()
@@ -319,7 +312,7 @@ impl Runtime {
                 scheme: instance.url.scheme().cloned().unwrap_or(Scheme::HTTPS),
                 host: HeaderValue::from_str(authority.as_str())
                     .expect("an authority is a valid header value"),
-                pool_key,
+                authority,
                 base_path: instance.base_path.clone(),
                 instance,
                 token: r.client.as_ref().map(|c| tokens[c].clone()),

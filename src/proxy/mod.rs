@@ -504,7 +504,7 @@ impl Forward<'_> {
         let route = self.route;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(route.scheme.clone());
-        uri.authority = Some(route.pool_key.clone());
+        uri.authority = Some(route.authority.clone());
         uri.path_and_query = Some(
             PathAndQuery::from_maybe_shared(path_and_query)
                 .map_err(|e| ProxyError::Internal(e.into()))?,
