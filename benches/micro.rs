@@ -28,12 +28,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use coupa_gateway::config::{self, Config};
-use coupa_gateway::identity::{self, Caller, Integration};
+use coupa_gateway::migration::identity::{self, Caller, Integration};
+use coupa_gateway::migration::scopes::ScopeTable;
 use coupa_gateway::migration::Tracker;
 use coupa_gateway::mock::{MockConfig, MockCoupa};
 use coupa_gateway::proxy::{headers, path};
-use coupa_gateway::route::RouteTable;
-use coupa_gateway::scopes::ScopeTable;
+use coupa_gateway::runtime::route_table::RouteTable;
 use coupa_gateway::token::TokenCell;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -243,10 +243,12 @@ instance = "prod"
         );
         let cfg = Config::parse(&toml, &|_| None, Path::new(".")).expect("bench config");
         let cell = TokenCell::new(&cfg.clients["bench"], &cfg.instances["prod"]);
-        let tls = coupa_gateway::tls::client_config(None).expect("system roots load");
-        let http =
-            coupa_gateway::token::http_client(tls, &coupa_gateway::egress::ProxyRules::direct())
-                .expect("token client builds");
+        let tls = coupa_gateway::net::tls::client_config(None).expect("system roots load");
+        let http = coupa_gateway::token::http_client(
+            tls,
+            &coupa_gateway::net::egress::ProxyRules::direct(),
+        )
+        .expect("token client builds");
         cell.prime(&http).await.expect("token minted");
         mock.shutdown().await;
         cell

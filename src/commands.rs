@@ -8,10 +8,10 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, LogFormat};
-use crate::egress::ProxyRules;
 use crate::mock::{MockClient, MockConfig, MockCoupa};
-use crate::proxy::upstream::OutboundSettings;
-use crate::server::Gateway;
+use crate::net::egress::ProxyRules;
+use crate::net::server::Gateway;
+use crate::net::upstream::OutboundSettings;
 use crate::token::{self, FailureKind, TokenRequest};
 
 /// Logs to stderr, as text or one JSON object per line; `RUST_LOG` sets the filter (default
@@ -93,7 +93,7 @@ pub async fn token(path: &Path, client: &str, show_token: bool) -> Result<(), St
     let request = TokenRequest::new(c, instance);
     // The gateway's own outbound path: same CA file, same proxy (and proxy environment).
     let outbound = OutboundSettings::load(&config.upstream, &|name| std::env::var(name).ok())?;
-    let tls = crate::tls::client_config(config.upstream.ca_file.as_deref())?;
+    let tls = crate::net::tls::client_config(config.upstream.ca_file.as_deref())?;
     let http = token::http_client(tls, &outbound.proxy)?;
     println!("client:     {client}");
     println!("instance:   {} ({})", instance.name, instance.url);
@@ -171,7 +171,7 @@ pub fn hash_key() -> Result<(), String> {
             "no key on standard input; e.g. `printf %s \"$KEY\" | coupa-gateway hash-key`".into(),
         );
     }
-    println!("{}", crate::identity::hash_key_line(key));
+    println!("{}", crate::migration::identity::hash_key_line(key));
     Ok(())
 }
 
@@ -197,7 +197,7 @@ fn admin_base(admin: Option<&str>, path: &Path) -> String {
 /// A client for the admin listener, which is private and close by: never through an
 /// outbound proxy.
 fn admin_client() -> Result<reqwest::Client, String> {
-    token::http_client(crate::tls::client_config(None)?, &ProxyRules::direct())
+    token::http_client(crate::net::tls::client_config(None)?, &ProxyRules::direct())
 }
 
 /// `coupa-gateway health`: exit 0 when the admin listener answers 2xx on `/healthz` (or
@@ -210,7 +210,7 @@ pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(),
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {}", crate::error_chain(&e)))?;
+        .map_err(|e| format!("cannot reach {url}: {}", crate::errors::error_chain(&e)))?;
     let status = resp.status();
     if status.is_success() {
         println!("{url}: {status}");
@@ -234,7 +234,7 @@ pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
         .map_err(|e| {
             format!(
                 "cannot reach {url}: {}; is the gateway running? pass --admin URL",
-                crate::error_chain(&e)
+                crate::errors::error_chain(&e)
             )
         })?;
     if !resp.status().is_success() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::Uri;
 use secrecy::SecretString;
 
-use crate::scopes::{self, RuleSource, ScopeRule, ScopeTable};
+use crate::migration::scopes::{self, RuleSource, ScopeRule, ScopeTable};
 use serde::Deserialize;
 
 /// A fully validated configuration. Every reference between sections has been resolved.

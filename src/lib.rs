@@ -2,46 +2,26 @@
 //! retired `X-COUPA-API-KEY` keep working against the OAuth 2.0 client-credentials API.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over this library; tests, the demo and the benches
-//! drive the same code through [`server::Gateway`] and [`mock::MockCoupa`].
+//! drive the same code through [`net::server::Gateway`] and [`mock::MockCoupa`].
+//!
+//! Folders by domain, each importing only from those listed before it:
+//! [`errors`] and [`config`]; [`state`] (state shared by requests), [`token`] (OAuth tokens),
+//! [`migration`] (who calls, what they need, the verdicts); the low half of [`net`] (the
+//! connection wrapper and request bounds, TLS, egress and the upstream pool) and of [`ops`]
+//! (metrics, access log); [`runtime`] (the snapshot a request reads, reloads); [`proxy`] (the
+//! request path); then [`net::server`] and [`ops::admin`], which serve them; [`commands`].
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
-pub mod access_log;
-pub mod admin;
-pub mod bounds;
 pub mod commands;
 pub mod config;
-pub mod drain;
-pub mod egress;
-pub mod identity;
-pub mod lenient;
-pub mod metrics;
+pub mod errors;
 pub mod migration;
 pub mod mock;
+pub mod net;
+pub mod ops;
 pub mod proxy;
-pub mod ratelimit;
-pub mod reload;
-pub mod route;
 pub mod runtime;
-pub mod scopes;
-pub mod server;
-pub mod status_page;
-pub mod tls;
+pub mod state;
 pub mod token;
-
-/// An error and its causes on one line (`a: b: c`), skipping causes already quoted by the level
-/// above. For logs and `/status`; classification walks `source()` by type instead.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
-}

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::*;
 use coupa_gateway::commands::DEMO_API_KEY;
 use coupa_gateway::mock::MockCoupa;
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use coupa_gateway::config::Config;
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 
 fn bin() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coupa-gateway"));

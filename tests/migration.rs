@@ -11,9 +11,9 @@ use std::time::Duration;
 use common::*;
 use coupa_gateway::commands::{demo_instance, DEMO_API_KEY};
 use coupa_gateway::config::Config;
-use coupa_gateway::identity::hash_key_line;
+use coupa_gateway::migration::identity::hash_key_line;
 use coupa_gateway::mock::MockCoupa;
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 use http::{Method, StatusCode};
 use serde_json::Value;
 

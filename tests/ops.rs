@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use coupa_gateway::commands::demo_instance;
 use coupa_gateway::config::Config;
-use coupa_gateway::identity::hash_key_line;
-use coupa_gateway::server::Gateway;
+use coupa_gateway::migration::identity::hash_key_line;
+use coupa_gateway::net::server::Gateway;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

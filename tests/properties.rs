@@ -12,11 +12,11 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use coupa_gateway::lenient::{ConnLimits, LenientTargets};
+use coupa_gateway::migration::scopes::ScopeTable;
+use coupa_gateway::net::conn::{ConnLimits, LenientTargets};
 use coupa_gateway::proxy::headers::{remove_hop_by_hop, request_headers, Outbound};
 use coupa_gateway::proxy::path;
-use coupa_gateway::route::RouteTable;
-use coupa_gateway::scopes::ScopeTable;
+use coupa_gateway::runtime::route_table::RouteTable;
 use coupa_gateway::token::redact::{redact, MARKER};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::*;
 use coupa_gateway::commands::demo_instance;
 use coupa_gateway::mock::{MockCoupa, MockRateLimit};
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use coupa_gateway::commands::{demo_instance, DEMO_API_KEY};
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 use coupa_gateway::commands::demo_instance;
 use coupa_gateway::mock::{MockCoupa, MockTls};
-use coupa_gateway::server::{Gateway, StartError};
+use coupa_gateway::net::server::{Gateway, StartError};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -163,7 +163,7 @@ async fn https_get(ca_pem: &str, url: &str) -> Result<(StatusCode, String), Stri
         .header("accept", "application/json")
         .send()
         .await
-        .map_err(|e| coupa_gateway::error_chain(&e))?;
+        .map_err(|e| coupa_gateway::errors::error_chain(&e))?;
     let status = resp.status();
     Ok((status, resp.text().await.unwrap_or_default()))
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use coupa_gateway::commands::demo_instance;
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 use http::StatusCode;
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use arbitrary::Arbitrary;
-use coupa_gateway::lenient::LenientTargets;
+use coupa_gateway::net::conn::LenientTargets;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
 

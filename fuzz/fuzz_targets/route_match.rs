@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use coupa_gateway::route::RouteTable;
+use coupa_gateway::runtime::route_table::RouteTable;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]

@@ -156,7 +156,7 @@ impl ProxyError {
                 status = status.as_u16(),
                 error = self.code(),
                 integration = caller,
-                cause = %crate::error_chain(&self),
+                cause = %crate::errors::error_chain(&self),
                 request_id = request_id.to_str().unwrap_or("-"),
                 "request failed"
             );

@@ -5,10 +5,10 @@
 //! token cell, and the peer address header is built once per connection. Nothing here logs on
 //! success or formats strings.
 
+mod body;
 mod error;
 pub mod headers;
 pub mod path;
-pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -26,18 +26,20 @@ use hyper::body::Incoming;
 
 pub use error::ProxyError;
 
-use crate::bounds::{BodyTimeout, RequestBody};
 use crate::config::{Mode, ScopeCheck};
-use crate::identity::{self, Caller};
-use crate::lenient::{ActiveRequest, ConnState};
+use crate::errors;
+use crate::migration::identity::{self, Caller};
+use crate::migration::scopes::Needed;
 use crate::migration::{Observation, ANONYMOUS};
-use crate::ratelimit::Turn;
+use crate::net::bounds::{BodyTimeout, RequestBody};
+use crate::net::conn::{ActiveRequest, ConnState};
+use crate::net::upstream;
 use crate::runtime::{RouteTarget, Shared};
-use crate::scopes::Needed;
+use crate::state::ratelimit::Turn;
 use crate::token::TokenCell;
 
-pub use crate::access_log::Body;
-use crate::access_log::{redact_query, AccessRecord};
+use crate::ops::access_log::{redact_query, AccessRecord};
+pub use body::Body;
 
 pub use headers::X_REQUEST_ID as REQUEST_ID;
 
@@ -538,10 +540,12 @@ impl Forward<'_> {
         let result = tokio::time::timeout(route.timeout, self.client.request(request)).await;
         let resp = match result {
             Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
-            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
+            Ok(Err(e)) if errors::is_caused_by::<LengthLimitError>(&e) => {
                 return Err(ProxyError::BodyTooLarge(route.max_body_bytes.unwrap_or(0)))
             }
-            Ok(Err(e)) if caused_by::<BodyTimeout>(&e) => return Err(ProxyError::BodyTimeout),
+            Ok(Err(e)) if errors::is_caused_by::<BodyTimeout>(&e) => {
+                return Err(ProxyError::BodyTimeout)
+            }
             Ok(Err(e)) if timed_out(&e) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) if e.is_connect() => return Err(ProxyError::UpstreamConnect(e)),
             Ok(Err(e)) => return Err(ProxyError::Upstream(e)),
@@ -605,7 +609,7 @@ async fn replayable(
     match declared {
         Some(len) if len <= limit => {
             let collected = body.collect().await.map_err(|e| {
-                if caused_by::<BodyTimeout>(&*e) {
+                if errors::is_caused_by::<BodyTimeout>(&*e) {
                     ProxyError::BodyTimeout
                 } else {
                     ProxyError::BadRequest("the request body could not be read")
@@ -615,17 +619,6 @@ async fn replayable(
         }
         _ => Ok(Prepared::Streamed(body)),
     }
-}
-
-fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<E>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// `{base_path}{rest}?{query}`, byte for byte: Coupa queries carry JSON and brackets
@@ -644,16 +637,10 @@ fn upstream_path_and_query(route: &RouteTarget, rest: &str, query: Option<&str>)
 
 /// A connect that timed out is a timeout (504, like nginx), not an unreachable host (502).
 fn timed_out(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        cur = err.source();
-    }
-    false
+    errors::causes(e).any(|err| {
+        err.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    })
 }
 
 /// A process-unique id: a random 32-bit prefix (distinguishes restarts and replicas) and a

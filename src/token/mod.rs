@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::config;
-use crate::egress::ProxyRules;
+use crate::net::egress::ProxyRules;
 
 pub mod redact;
 
@@ -135,7 +135,7 @@ fn describe_opt(d: &Option<String>) -> String {
 /// reqwest's top-level message alone ("error sending request") says nothing an operator can
 /// act on; the causes do.
 fn chain(e: &reqwest::Error) -> String {
-    crate::error_chain(e)
+    crate::errors::error_chain(e)
 }
 
 /// Coarse classes of token failure, for metrics labels, hints and back-off policy.
@@ -218,7 +218,7 @@ impl TokenError {
             TokenError::Transport(e) => {
                 if e.is_timeout() {
                     FailureKind::Timeout
-                } else if caused_by::<rustls::Error>(e) {
+                } else if crate::errors::is_caused_by::<rustls::Error>(e) {
                     FailureKind::Tls
                 } else {
                     FailureKind::Connect
@@ -258,25 +258,6 @@ impl TokenError {
     }
 }
 
-fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<E>() {
-            return true;
-        }
-        cur = match err.downcast_ref::<std::io::Error>() {
-            // `io::Error::source()` returns the wrapped error's source, skipping the wrapped
-            // error itself; hyper-rustls wraps rustls' certificate errors in two io::Errors
-            // (Other around InvalidData), so step into each one explicitly.
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    false
-}
-
 /// Builds the HTTP client for token endpoints: rustls with `tls` (the same roots as the pool),
 /// the same outbound proxy rules as the pool, no redirects (a redirected token request would
 /// carry the secret to another host), no cookies. Fails only on a proxy URL reqwest refuses.
@@ -288,10 +269,12 @@ pub fn http_client(
         .tls_backend_preconfigured((*tls).clone())
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("coupa-gateway/", env!("CARGO_PKG_VERSION")));
-    proxy
-        .apply_to(builder)?
-        .build()
-        .map_err(|e| format!("cannot build the token client: {}", crate::error_chain(&e)))
+    proxy.apply_to(builder)?.build().map_err(|e| {
+        format!(
+            "cannot build the token client: {}",
+            crate::errors::error_chain(&e)
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -1053,8 +1036,8 @@ mod tests {
         let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let wrapped =
             std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, cert));
-        assert!(caused_by::<rustls::Error>(&wrapped));
-        assert!(!caused_by::<std::fmt::Error>(&wrapped));
+        assert!(crate::errors::is_caused_by::<rustls::Error>(&wrapped));
+        assert!(!crate::errors::is_caused_by::<std::fmt::Error>(&wrapped));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use coupa_gateway::commands::demo_instance;
 use coupa_gateway::config::Config;
 use coupa_gateway::mock::{MockConfig, MockCoupa};
-use coupa_gateway::server::Gateway;
+use coupa_gateway::net::server::Gateway;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};

@@ -12,9 +12,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::bounds::RequestBody;
 use crate::config;
-use crate::egress::{ProxyConnector, ProxyRules};
+use crate::net::bounds::RequestBody;
+use crate::net::egress::{ProxyConnector, ProxyRules};
 
 /// The caller's request body on its way to Coupa: bounded in time (`server.body_timeout`)
 /// and size (the route's `max_body_bytes`).
@@ -43,7 +43,7 @@ pub struct OutboundSettings {
 }
 
 impl OutboundSettings {
-    /// Reads `upstream.ca_file` (for comparison; [`crate::tls::client_config`] parses it) and
+    /// Reads `upstream.ca_file` (for comparison; [`crate::net::tls::client_config`] parses it) and
     /// resolves the proxy setting with `env` as the environment.
     pub fn load(
         upstream: &config::Upstream,

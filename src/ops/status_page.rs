@@ -1,7 +1,7 @@
 //! The admin listener's human page (`GET /`): instances, clients and their tokens, routes and
 //! their traffic, integrations and their migration verdicts, last reload.
 //!
-//! It is rendered from the `/status` JSON document ([`crate::admin::status`]) and nothing else,
+//! It is rendered from the `/status` JSON document ([`crate::ops::admin::status`]) and nothing else,
 //! so the page and the JSON can never disagree, and a secret that is not in the JSON (none is)
 //! cannot reach the page. Every dynamic string goes through [`escape_html`]. No JavaScript: the
 //! page reloads itself every 5 s (`<meta http-equiv="refresh">`), so the admin listener can send

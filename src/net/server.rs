@@ -16,15 +16,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::bounds::{IdleGoaway, StreamExecutor};
 use crate::config::Config;
-use crate::drain::{Drain, Watcher};
-use crate::lenient::{ActiveRequest, ConnLimits, ConnState, LenientTargets};
-use crate::metrics::Metrics;
 use crate::migration::Tracker;
+use crate::net::bounds::{IdleGoaway, StreamExecutor};
+use crate::net::conn::{ActiveRequest, ConnLimits, ConnState, LenientTargets};
+use crate::net::drain::{Drain, Watcher};
+use crate::ops::admin;
+use crate::ops::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
+use crate::runtime::reload;
 use crate::runtime::{Limiters, Runtime, Shared};
-use crate::{admin, reload};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]

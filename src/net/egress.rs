@@ -639,7 +639,7 @@ mod tests {
             },
         ] {
             let rules = ProxyRules::new(&setting, &env(&[])).unwrap();
-            let tls = crate::tls::client_config(None).unwrap();
+            let tls = crate::net::tls::client_config(None).unwrap();
             let builder = reqwest::Client::builder().tls_backend_preconfigured((*tls).clone());
             assert!(rules.apply_to(builder).unwrap().build().is_ok());
         }

@@ -29,7 +29,7 @@ use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use crate::lenient::ConnState;
+use crate::net::conn::ConnState;
 
 /// A no-progress timer: expires when the watched side has been waited on for `after` without
 /// a frame in between. The `Sleep` is made at the first wait (PERF: most bodies are read

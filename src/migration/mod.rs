@@ -7,6 +7,9 @@
 //! reloads. They are in memory: a restart starts the observation window again, and a verdict of
 //! "safe to revoke" is only given after a full window observed by this process.
 
+pub mod identity;
+pub mod scopes;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,10 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
-use crate::config::Mode;
-use crate::metrics::escape;
-use crate::runtime::Runtime;
-use crate::scopes::Needed;
+use crate::config::{Config, Mode};
+use crate::migration::scopes::Needed;
+use crate::ops::metrics::escape;
 
 /// The name traffic from unrecognised callers is recorded under.
 pub const ANONYMOUS: &str = "anonymous";
@@ -263,11 +265,10 @@ pub fn verdict(
 
 /// The migration part of `/status`: `integrations` and, per client, its scope report.
 pub fn report(
-    runtime: &Runtime,
+    config: &Config,
     tracker: &Tracker,
     now: SystemTime,
 ) -> (Value, BTreeMap<String, Value>) {
-    let config = &runtime.config;
     let mode_of = |prefix: &str| {
         config
             .routes

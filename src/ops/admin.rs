@@ -13,10 +13,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-use crate::metrics::escape;
 use crate::migration;
+use crate::ops::metrics::escape;
+use crate::ops::status_page;
 use crate::runtime::Shared;
-use crate::status_page;
 
 /// Serves one admin request.
 pub async fn handle<B>(
@@ -140,7 +140,7 @@ pub fn status(shared: &Shared) -> Value {
         })
         .collect();
     let (integrations, mut scope_reports) =
-        migration::report(&runtime, &shared.tracker, SystemTime::now());
+        migration::report(&runtime.config, &shared.tracker, SystemTime::now());
     let clients: Vec<Value> = runtime
         .tokens
         .iter()

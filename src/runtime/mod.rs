@@ -1,6 +1,9 @@
 //! The runtime snapshot: everything a request needs, built once from a validated [`Config`] and
 //! published behind one `ArcSwap` so the request path never locks and a reload is one store.
 
+pub mod reload;
+pub mod route_table;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -11,12 +14,12 @@ use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 
 use crate::config::{self, Config, Mode, RateLimit, ScopeCheck};
-use crate::identity::Integration;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::migration::identity::Integration;
 use crate::migration::{RouteUsage, Tracker, ANONYMOUS};
-use crate::proxy::upstream::{self, OutboundSettings, UpstreamClient};
-use crate::ratelimit::Limiter;
-use crate::route::RouteTable;
+use crate::net::upstream::{self, OutboundSettings, UpstreamClient};
+use crate::ops::metrics::{Metrics, RouteMetrics};
+use crate::runtime::route_table::RouteTable;
+use crate::state::ratelimit::Limiter;
 use crate::token::{self, TokenCell, TokenRequest};
 
 /// Per-route data with every per-request constant precomputed.
@@ -39,7 +42,7 @@ pub struct RouteTarget {
     /// The instance URL's path, prepended to the rest of the request path.
     pub base_path: String,
     /// `Proxy-Authorization` for absolute-form requests to a plain-HTTP instance through an
-    /// outbound proxy with credentials (see [`crate::egress`]); `None` otherwise.
+    /// outbound proxy with credentials (see [`crate::net::egress`]); `None` otherwise.
     pub proxy_authorization: Option<HeaderValue>,
     /// The client's token cell (oauth mode always has one).
     pub token: Option<Arc<TokenCell>>,
@@ -241,7 +244,7 @@ impl Runtime {
             None => {
                 // `ca_file` is read a second time here; a file replaced in between is caught
                 // by the next reload (the watcher sees it changed).
-                let tls = crate::tls::client_config(config.upstream.ca_file.as_deref())?;
+                let tls = crate::net::tls::client_config(config.upstream.ca_file.as_deref())?;
                 // `server.workers` is pinned to the running value on reload, so the count
                 // always matches the running workers.
                 let pool = (0..config.server.workers)
@@ -262,7 +265,7 @@ impl Runtime {
             .server
             .tls
             .as_ref()
-            .map(crate::tls::acceptor)
+            .map(crate::net::tls::acceptor)
             .transpose()?;
         let mut tokens = BTreeMap::new();
         let mut fresh = Vec::new();

@@ -1,0 +1,7 @@
+//! What operators see: the admin listener (`admin`: health, readiness, metrics, status), the
+//! status page, the Prometheus metrics and the access log.
+
+pub mod access_log;
+pub mod admin;
+pub mod metrics;
+pub mod status_page;

@@ -1,0 +1,3 @@
+//! State shared by every request of the process: the per-instance rate budget.
+
+pub mod ratelimit;
