@@ -8,7 +8,7 @@
 # The image's own /etc/coupa-gateway/proxy.toml is the repository's proxy.toml (it targets the
 # demo mock on loopback); mount a directory with your proxy.toml (and secret files) over
 # /etc/coupa-gateway. A listener reachable from outside the container needs
-# server.listen = "0.0.0.0:8080" and every route's callers declared (README, "Who may call").
+# server.listen = "0.0.0.0:8080" and every route's callers declared (docs/configuration.md, "Who may call").
 
 ARG RUST_IMAGE=rust:1-bookworm
 

@@ -62,7 +62,7 @@ async fn query_strings_reach_coupa_byte_for_byte() {
 #[tokio::test]
 async fn raw_json_quotes_in_queries_are_accepted_and_percent_encoded() {
     let env = Env::start().await;
-    // What string-concatenating scripts send (COUPA-API.md §11). hyper alone answers 400; the
+    // What string-concatenating scripts send (docs/coupa-api.md §11). hyper alone answers 400; the
     // gateway encodes only the bytes the URI grammar forbids (`"` `<` `>` here) and keeps every
     // other byte, existing escapes included.
     let sent = r#"/prod/api/coupa_pay/payments?exported=false&fields=["id",{"pay_from_account":["id",{"currency":["code"]}]}]&pay_to_account[type]=CoupaPay::SupplierPaymentAccount&status[in]=a,b&q=<x>%2B"#;

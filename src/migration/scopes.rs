@@ -1,6 +1,6 @@
 //! Which OAuth scope a Coupa API request needs, from its method and path.
 //!
-//! Coupa names scopes `service.object.right` (COUPA-API.md §8) and maps them onto `/api` routes
+//! Coupa names scopes `service.object.right` (docs/coupa-api.md §8) and maps them onto `/api` routes
 //! by the rule "GET → `.read`, POST/PUT/PATCH/DELETE → `.write`", with special actions on top
 //! (§9). The catalogue grows every release, so the built-in table here is a default that
 //! `proxy.toml`'s `[[scope_rules]]` can extend or correct (§8: "keep the path→scope map in
@@ -12,7 +12,7 @@
 //! into a fixed-size array on the stack and returns a reference into the table: it never
 //! allocates.
 //!
-//! Rows marked `[INF]` in comments are inferences, as in COUPA-API.md; confirm them against an
+//! Rows marked `[INF]` in comments are inferences, as in docs/coupa-api.md; confirm them against an
 //! instance's `/oauth2/scopes` page.
 
 use std::cmp::{Ordering, Reverse};
@@ -47,7 +47,7 @@ impl Needed {
 /// Where a rule came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleSource {
-    /// The table compiled into the gateway (COUPA-API.md §9).
+    /// The table compiled into the gateway (docs/coupa-api.md §9).
     BuiltIn,
     /// `proxy.toml`'s `[[scope_rules]]`; `index` is the entry's position there.
     Config {
@@ -71,7 +71,7 @@ pub struct ScopeRule {
     pub source: RuleSource,
 }
 
-/// Master (reference) data vs transactional data, COUPA-API.md §12: Coupa advises migrating
+/// Master (reference) data vs transactional data, docs/coupa-api.md §12: Coupa advises migrating
 /// master-data integrations to OAuth first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Category {
@@ -212,7 +212,7 @@ impl Compiled {
     }
 }
 
-/// Compiled path → scope table: the built-in rules (COUPA-API.md §9) plus configured overrides.
+/// Compiled path → scope table: the built-in rules (docs/coupa-api.md §9) plus configured overrides.
 #[derive(Debug, Clone)]
 pub struct ScopeTable {
     /// Overrides first (so a config rule's index here equals its `[[scope_rules]]` index when
@@ -342,7 +342,7 @@ impl ScopeTable {
         })
     }
 
-    /// The built-in table alone (COUPA-API.md §9).
+    /// The built-in table alone (docs/coupa-api.md §9).
     pub fn builtin() -> ScopeTable {
         // Cannot fail: only overrides are user input, and the built-ins are tested.
         ScopeTable::new(Vec::new()).unwrap_or_else(|e| panic!("built-in scope rule: {e}"))
@@ -388,7 +388,7 @@ impl ScopeTable {
         &self.rules
     }
 
-    /// Master (reference) data vs transactional, per COUPA-API.md §12, for the phased-migration
+    /// Master (reference) data vs transactional, per docs/coupa-api.md §12, for the phased-migration
     /// report: the category of the path's top-level resource, or `None` if unknown.
     ///
     /// Nested paths take their parent's category (`/api/invoices/5/attachments` is
@@ -748,7 +748,7 @@ impl Builtins {
     }
 }
 
-/// The built-in map, COUPA-API.md §9 (sources there: SCOPES-R34, Swagger R39, UiPath, POSTHOG).
+/// The built-in map, docs/coupa-api.md §9 (sources there: SCOPES-R34, Swagger R39, UiPath, POSTHOG).
 fn builtin_rules() -> Vec<ScopeRule> {
     let mut b = Builtins::default();
 
@@ -995,7 +995,7 @@ fn builtin_rules() -> Vec<ScopeRule> {
     b.0
 }
 
-/// COUPA-API.md §12, by top-level resource segment. Sorted for binary search (tested).
+/// docs/coupa-api.md §12, by top-level resource segment. Sorted for binary search (tested).
 /// Resources the table names but §12 does not are classified by analogy, marked `[INF]`.
 static CATEGORIES: &[(&str, Category)] = &[
     ("account_groups", Category::Shared),

@@ -52,7 +52,7 @@ impl Format {
         if self.json {
             json_response(StatusCode::OK, &Value::Array(rows.to_vec()))
         } else if rows.is_empty() {
-            // Coupa's documented XML/JSON asymmetry for an empty search (COUPA-API.md §1).
+            // Coupa's documented XML/JSON asymmetry for an empty search (docs/coupa-api.md §1).
             self.error(
                 StatusCode::NOT_FOUND,
                 "No results match your search criteria.",

@@ -3,7 +3,7 @@
 //!
 //! Written by hand because the mock must stay dependency-light and each is a few dozen lines.
 //! The decoders are lenient (never panic, never reject): the mock must not fail on the messy
-//! query strings real Coupa clients send (COUPA-API.md §11).
+//! query strings real Coupa clients send (docs/coupa-api.md §11).
 
 use std::fmt::Write as _;
 
@@ -163,7 +163,7 @@ pub(super) fn xml_one(singular: &str, row: &Value) -> String {
     out
 }
 
-/// Coupa's XML error shape (COUPA-API.md §1): `<errors><error>msg</error></errors>`.
+/// Coupa's XML error shape (docs/coupa-api.md §1): `<errors><error>msg</error></errors>`.
 pub(super) fn xml_errors(message: &str) -> String {
     format!(
         "{XML_DECL}<errors><error>{}</error></errors>\n",

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use super::{codec, scopes::RESOURCE_TABLE};
 
-/// Coupa's page size cap (COUPA-API.md §11): larger `limit`s are clamped to this.
+/// Coupa's page size cap (docs/coupa-api.md §11): larger `limit`s are clamped to this.
 pub(super) const MAX_LIMIT: usize = 50;
 
 /// Query parameters that steer the listing itself and are therefore never field filters.

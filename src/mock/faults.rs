@@ -84,7 +84,7 @@ impl Faults {
     }
 
     /// Makes tokens answer 401 until they are `delay` old, as Coupa may in the first seconds
-    /// after minting (COUPA-API.md §5). 0 = usable at once.
+    /// after minting (docs/coupa-api.md §5). 0 = usable at once.
     pub fn set_token_activation_delay(&self, delay: Duration) {
         self.token_activation_ns
             .store(nanos(delay), Ordering::Relaxed);
@@ -110,7 +110,7 @@ impl Faults {
 
     /// Adds `Retry-After: <secs>` to 429 answers (and to injected 429/503 failures). Off by
     /// default, because whether Coupa sends
-    /// it is disputed (COUPA-API.md §10).
+    /// it is disputed (docs/coupa-api.md §10).
     pub fn set_retry_after(&self, secs: Option<u32>) {
         *lock(&self.retry_after) = secs;
     }

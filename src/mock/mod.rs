@@ -27,7 +27,7 @@
 //!   The token endpoint is not rate limited (Coupa does not document whether it counts).
 //! - Formats: JSON when any `Accept` contains `application/json`, else XML (Coupa's default).
 //!   Like Coupa, an XML list with no match is a 404 "No results match your search criteria."
-//!   while JSON answers `200 []` (COUPA-API.md §1).
+//!   while JSON answers `200 []` (docs/coupa-api.md §1).
 //!
 //! # Resources
 //! [`RESOURCES`] are seeded with `seed_rows` deterministic rows each; a few more names known to
@@ -197,7 +197,7 @@ pub struct MockRateLimit {
 }
 
 impl MockRateLimit {
-    /// Coupa's documented limit (COUPA-API.md §10): 25 requests/s, burst 20.
+    /// Coupa's documented limit (docs/coupa-api.md §10): 25 requests/s, burst 20.
     pub const COUPA: MockRateLimit = MockRateLimit {
         per_second: 25.0,
         burst: 20,

@@ -1,5 +1,5 @@
 //! `POST /oauth2/token`: the client-credentials grant (RFC 6749 §4.4) as Coupa offers it
-//! (COUPA-API.md §3, §4, §7), and the store of issued tokens.
+//! (docs/coupa-api.md §3, §4, §7), and the store of issued tokens.
 //!
 //! Parameters are read from the form body and, as some Coupa clients do, from the query string;
 //! a parameter given twice is `invalid_request` (RFC 6749 §3.2). Client authentication is either

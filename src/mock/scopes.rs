@@ -1,6 +1,6 @@
 //! Which resources the mock knows, their XML names, and the OAuth scope each request needs.
 //!
-//! The rule is COUPA-API.md §9: resource → scope base, GET/HEAD/OPTIONS → `.read`, anything
+//! The rule is docs/coupa-api.md §9: resource → scope base, GET/HEAD/OPTIONS → `.read`, anything
 //! else → `.write`. Deviations, all deliberate:
 //! - `POST /api/invoices` and `POST /api/invoices/{id}/attachments` also accept
 //!   `core.invoice.create` (Coupa: "create: core.invoice.create (or .write)").

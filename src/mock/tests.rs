@@ -790,7 +790,7 @@ async fn raw_query_is_recorded_byte_exact() {
     let targets = [
         // The brief's query with its double quotes percent-encoded (see the next test for why).
         "/api/invoices?fields=[%22id%22,{%22supplier%22:[%22name%22]}]&updated-at[gt]=2024-01-01T00:00:00%2B00:00",
-        // NS-BUNDLE's shape (COUPA-API.md §11), likewise.
+        // NS-BUNDLE's shape (docs/coupa-api.md §11), likewise.
         "/api/purchase_orders?exported=false&fields=[%22id%22,{%22pay_from_account%22:[%22id%22,{%22currency%22:[%22code%22]}]}]&pay_to_account[type]=CoupaPay::SupplierPaymentAccount&status[in]=a,b",
         // Everything else the query grammar of `http` lets through raw, `+` and `%`s untouched.
         "/api/users?a=!$&'()*+,;=:@/?[]{}|\\^`~&b=%2b+%20&c=%zz",

@@ -4,14 +4,14 @@
 //!
 //! | phase | HTTP/1 | HTTP/2 | key |
 //! |---|---|---|---|
-//! | TLS handshake, first bytes | `server.rs` | `server.rs` | `header_timeout`, `idle_timeout` |
-//! | request head | `lenient.rs` (read deadline) | counts as idle: no request yet | `header_timeout` / `idle_timeout` |
+//! | TLS handshake, first bytes | `net/server.rs` | `net/server.rs` | `header_timeout`, `idle_timeout` |
+//! | request head | `net/conn.rs` (read deadline) | counts as idle: no request yet | `header_timeout` / `idle_timeout` |
 //! | request body | [`RequestBody`] | [`RequestBody`] | `body_timeout` |
 //! | rate-limit queue | `proxy` | `proxy` | `max_queue_wait` |
 //! | Coupa's response head | `proxy` (`dispatch`) | same | route `timeout` |
 //! | Coupa's response body | [`Stall`] in the response body | same | route `timeout` |
-//! | writing to the client | `lenient.rs` (write deadline) | [`StreamGuard`] per stream, `lenient.rs` for the socket | `write_timeout` |
-//! | idle connection | `lenient.rs` (read deadline) | [`IdleGoaway`] | `idle_timeout` |
+//! | writing to the client | `net/conn.rs` (write deadline) | [`StreamGuard`] per stream, `net/conn.rs` for the socket | `write_timeout` |
+//! | idle connection | `net/conn.rs` (read deadline) | [`IdleGoaway`] | `idle_timeout` |
 //!
 //! The HTTP/2 rows need more than the socket: a client can keep an idle connection busy with
 //! pings, and can stall one stream by never opening its flow-control window (RFC 9113 §5.2)

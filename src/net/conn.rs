@@ -20,7 +20,7 @@
 //! it cannot examine is refused, never waved through.
 //!
 //! The same wrapper bounds the connection's phases that only the byte stream
-//! shows (see `bounds.rs` for the table of every phase): a started head must
+//! shows (see `net/bounds.rs` for the table of every phase): a started head must
 //! complete within `header_timeout`; a connection with no request in flight
 //! idles for at most `idle_timeout`; a write the client does not drain fails
 //! after `write_timeout`. These apply in every state, HTTP/2 included for writes.
@@ -205,8 +205,8 @@ impl Limits {
     /// The read deadline that applies now, if any: a started head must complete within
     /// `header`; with no request in flight, the connection may idle for `idle` (this also
     /// bounds hyper draining a body nobody reads). While a request is in flight its own
-    /// bounds apply (`bounds.rs`); an HTTP/2 connection's idleness is judged by its requests,
-    /// not its bytes (pings), in `server.rs`.
+    /// bounds apply (`net/bounds.rs`); an HTTP/2 connection's idleness is judged by its requests,
+    /// not its bytes (pings), in `net/server.rs`.
     fn deadline(&self, framer: &Framer) -> Option<Instant> {
         match framer.state {
             State::H2 => None,
@@ -588,7 +588,7 @@ enum State {
     /// Inside a chunked body.
     Chunked(Chunk),
     /// An HTTP/2 connection (the preface was sniffed): bytes pass unchanged, and hyper's h2
-    /// and `bounds.rs` own its framing and timeouts.
+    /// and `net/bounds.rs` own its framing and timeouts.
     H2,
     /// A head hyper will refuse (or one the wrapper cannot follow) has been handed over;
     /// nothing after it is.

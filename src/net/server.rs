@@ -247,7 +247,7 @@ impl Protocols {
             .max_buf_size(server.max_header_bytes.max(8192 + 100 * 4096))
             .keep_alive(true);
         // Each stream's task runs under a guard that resets it when the client leaves its
-        // flow-control window shut (bounds.rs).
+        // flow-control window shut (net/bounds.rs).
         let mut h2 = http2::Builder::new(StreamExecutor {
             write_timeout: server.write_timeout,
         });

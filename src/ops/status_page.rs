@@ -15,7 +15,7 @@ use serde_json::Value;
 /// Seconds between automatic reloads of the page.
 pub const REFRESH_SECONDS: u32 = 5;
 
-/// A token with less than this left is shown as expiring (the alert threshold in the README).
+/// A token with less than this left is shown as expiring (the alert threshold in docs/operations.md).
 const EXPIRING_SOON_S: u64 = 3600;
 
 /// Escapes `s` for HTML text and for double- or single-quoted attribute values.

@@ -579,7 +579,7 @@ impl Forward<'_> {
             return;
         };
         let now = Instant::now();
-        // Coupa's Retry-After is disputed (COUPA-API.md §10): honour it when sent (seconds
+        // Coupa's Retry-After is disputed (docs/coupa-api.md §10): honour it when sent (seconds
         // form), otherwise pause the instance for a second, about what its bucket needs.
         let sent = headers
             .get(http::header::RETRY_AFTER)

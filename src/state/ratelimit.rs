@@ -1,5 +1,5 @@
 //! The per-instance request budget: Coupa allows 25 requests per second with a burst of 20 per
-//! instance and answers 429 beyond it (COUPA-API.md §10). Integrations rarely retry 429s well,
+//! instance and answers 429 beyond it (docs/coupa-api.md §10). Integrations rarely retry 429s well,
 //! so the gateway spaces requests itself: a request over the rate waits its turn (a bounded
 //! wait, `max_queue_wait`) instead of collecting a 429 from Coupa.
 //!

@@ -1,7 +1,7 @@
 //! OAuth 2.0 client-credentials tokens: one [`TokenCell`] per configured client, written only by
 //! that client's refresher task and read lock-free by the request path.
 //!
-//! Timing follows Coupa's guidance (COUPA-API.md §5): tokens live 24 h (`expires_in` 86399),
+//! Timing follows Coupa's guidance (docs/coupa-api.md §5): tokens live 24 h (`expires_in` 86399),
 //! should be renewed every ~20 h, and should not be used in the first ~5 s after minting. The
 //! refresher therefore mints long before expiry and publishes a new token only after a warm-up,
 //! unless the old one would expire first. A failed refresh never removes a still-valid token.
@@ -699,7 +699,7 @@ impl TokenCell {
     /// After Coupa answered 401 to `used`: the token to replay with, or `None` to give up.
     ///
     /// A 401 inside the token's warm-up is taken for Coupa's propagation delay
-    /// (COUPA-API.md §5): wait the warm-up out and retry the same token, without minting.
+    /// (docs/coupa-api.md §5): wait the warm-up out and retry the same token, without minting.
     /// Otherwise the token is rejected (single-flight) and the replay waits for the
     /// replacement — and its warm-up — for at most the token timeout plus a second.
     pub async fn recover(&self, used: &Bearer) -> Option<Bearer> {
