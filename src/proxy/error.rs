@@ -211,3 +211,89 @@ impl ProxyError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(e: ProxyError) -> (u16, http::HeaderMap, serde_json::Value) {
+        let resp = e.into_response(&HeaderValue::from_static("req-1"), "erp");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = futures_body(resp.into_body());
+        (status, headers, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn futures_body(body: Body) -> Bytes {
+        use http_body_util::BodyExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(body.collect()).unwrap().to_bytes()
+    }
+
+    #[test]
+    fn every_error_maps_to_one_status_code_and_small_json_body() {
+        let cases = [
+            (ProxyError::Unauthenticated("who"), 401, "unauthenticated"),
+            (ProxyError::MethodNotAllowed, 405, "method_not_allowed"),
+            (ProxyError::NoRoute, 404, "no_route"),
+            (ProxyError::BadRequest("why"), 400, "bad_request"),
+            (ProxyError::DuplicateApiKey, 400, "duplicate_api_key"),
+            (ProxyError::BodyTimeout, 408, "body_timeout"),
+            (ProxyError::BodyTooLarge(10), 413, "body_too_large"),
+            (ProxyError::Overloaded, 503, "overloaded"),
+            (
+                ProxyError::RateLimited {
+                    instance: "prod".into(),
+                    retry_after: 3,
+                },
+                429,
+                "rate_limited",
+            ),
+            (
+                ProxyError::NoToken {
+                    client: "c".into(),
+                    retry_after: 7,
+                },
+                503,
+                "token_unavailable",
+            ),
+            (ProxyError::UpstreamTimeout, 504, "upstream_timeout"),
+        ];
+        for (error, status, code) in cases {
+            let (got, headers, body) = answer(error);
+            assert_eq!((got, body["error"].as_str()), (status, Some(code)));
+            assert_eq!(body["request_id"], "req-1");
+            assert!(!body["message"].as_str().unwrap().is_empty());
+            assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+            assert_eq!(headers[&REQUEST_ID], "req-1");
+        }
+    }
+
+    #[test]
+    fn the_answer_tells_the_caller_what_to_do_next() {
+        let (_, h, _) = answer(ProxyError::NoToken {
+            client: "c".into(),
+            retry_after: 7,
+        });
+        assert_eq!(h[header::RETRY_AFTER], "7");
+        let (_, h, _) = answer(ProxyError::Overloaded);
+        assert_eq!(h[header::RETRY_AFTER], "1");
+        let (_, h, _) = answer(ProxyError::MethodNotAllowed);
+        assert_eq!(h[header::ALLOW], ALLOWED_METHODS);
+        assert_eq!(h[header::CONNECTION], "close");
+        for unread_body in [ProxyError::BodyTimeout, ProxyError::BadRequest("x")] {
+            let (_, h, _) = answer(unread_body);
+            assert_eq!(h[header::CONNECTION], "close");
+        }
+        let (_, h, _) = answer(ProxyError::Unauthenticated("who"));
+        assert!(h[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with("X-COUPA-API-KEY"));
+        // The gateway's own failures never answer 401: integrations page a human on it.
+        let (status, _, _) = answer(ProxyError::UpstreamTimeout);
+        assert_eq!(status, 504);
+    }
+}
