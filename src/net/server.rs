@@ -25,7 +25,8 @@ use crate::ops::admin;
 use crate::ops::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::reload;
-use crate::runtime::{Limiters, Runtime, Shared};
+use crate::runtime::{Runtime, Shared};
+use crate::state::ratelimit::Limiters;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::migration::Tracker;
 use crate::ops::metrics::Metrics;
-use crate::runtime::{Limiters, Runtime, Shared};
+use crate::runtime::{Runtime, Shared};
+use crate::state::ratelimit::Limiters;
 
 /// One instance (`prod`, at an address nothing is asked of), its client `prod-main` holding
 /// `core.invoice.read`, and the routes and integrations in `rest`.

@@ -3,13 +3,15 @@
 
 pub mod reload;
 pub mod route_table;
+mod shared;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+pub use shared::{ReloadStatus, Shared};
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use http::uri::{Authority, Scheme};
 use http::HeaderValue;
 
@@ -19,7 +21,7 @@ use crate::migration::{RouteUsage, Tracker, ANONYMOUS};
 use crate::net::upstream::{self, OutboundSettings, UpstreamClient};
 use crate::ops::metrics::{Metrics, RouteMetrics};
 use crate::runtime::route_table::RouteTable;
-use crate::state::ratelimit::Limiter;
+use crate::state::ratelimit::{Limiter, Limiters};
 use crate::token::{self, TokenCell, TokenRequest};
 
 /// Per-route data with every per-request constant precomputed.
@@ -102,119 +104,6 @@ pub struct Runtime {
     pub integrations: Vec<Integration>,
     /// What `upstream` and `token_http` were built from.
     outbound: OutboundSettings,
-}
-
-/// The outcome of the last reload, for `/status` and `/metrics`.
-#[derive(Debug, Clone, Default)]
-pub struct ReloadStatus {
-    /// When the last attempt finished.
-    pub at: Option<SystemTime>,
-    /// Its error, if it was refused (the previous configuration stays in force).
-    pub error: Option<String>,
-    /// Settings that changed in the file but only take effect after a restart.
-    pub restart_required: Vec<String>,
-    /// Reloads applied.
-    pub applied: u64,
-    /// Reloads refused.
-    pub refused: u64,
-}
-
-/// State shared by the proxy and admin listeners for the life of the process.
-pub struct Shared {
-    /// The current runtime snapshot.
-    pub runtime: ArcSwap<Runtime>,
-    /// Counters that outlive snapshots.
-    pub metrics: Metrics,
-    /// Per-integration traffic records, for the migration report.
-    pub tracker: Tracker,
-    /// Process start, for uptime.
-    pub started: Instant,
-    /// Wall-clock process start.
-    pub started_at: SystemTime,
-    /// The last reload.
-    pub reload: Mutex<ReloadStatus>,
-    /// Serialises reloads (SIGHUP, file watcher and tests may race).
-    pub reload_lock: tokio::sync::Mutex<()>,
-    /// (client, scope) pairs already warned about, so a misconfiguration logs once.
-    warned_scopes: Mutex<HashSet<(String, Arc<str>)>>,
-    /// Requests in flight, all routes.
-    pub inflight: AtomicUsize,
-    /// Open client connections per proxy worker (`server.workers` at start); the acceptor
-    /// hands each new connection to the worker with the fewest.
-    pub worker_connections: Box<[AtomicUsize]>,
-    /// Rate limiters by instance; kept across reloads while their settings are unchanged.
-    pub limiters: Limiters,
-    /// Set on SIGTERM: readiness fails while in-flight requests drain.
-    pub shutting_down: AtomicBool,
-}
-
-/// The per-instance limiters of the process.
-#[derive(Debug, Default)]
-pub struct Limiters(Mutex<HashMap<String, Arc<Limiter>>>);
-
-impl Limiters {
-    /// The limiter for `instance`: the existing one if its settings are unchanged (so a
-    /// reload does not hand out a fresh burst), a new one otherwise.
-    pub fn get(&self, instance: &str, settings: &RateLimit) -> Arc<Limiter> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(instance) {
-            Some(l) if l.settings() == settings => l.clone(),
-            _ => {
-                let l = Arc::new(Limiter::new(settings));
-                map.insert(instance.to_owned(), l.clone());
-                l
-            }
-        }
-    }
-
-    /// All limiters, for `/metrics`.
-    pub fn all(&self) -> Vec<(String, Arc<Limiter>)> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<_> = map.iter().map(|(k, l)| (k.clone(), l.clone())).collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-}
-
-impl Shared {
-    /// Shared state around a first runtime.
-    pub fn new(runtime: Runtime, limiters: Limiters, metrics: Metrics, tracker: Tracker) -> Self {
-        let workers = runtime.config.server.workers;
-        Self {
-            worker_connections: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
-            runtime: ArcSwap::from_pointee(runtime),
-            metrics,
-            tracker,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            reload: Mutex::default(),
-            reload_lock: tokio::sync::Mutex::new(()),
-            warned_scopes: Mutex::default(),
-            inflight: AtomicUsize::new(0),
-            limiters,
-            shutting_down: AtomicBool::new(false),
-        }
-    }
-
-    /// Logs, once per client and scope, that traffic needs a scope the client lacks.
-    pub fn warn_missing_scope(
-        &self,
-        client: &str,
-        scope: &Arc<str>,
-        method: &http::Method,
-        integration: &str,
-    ) {
-        let mut warned = self.warned_scopes.lock().unwrap_or_else(|p| p.into_inner());
-        if warned.insert((client.to_owned(), scope.clone())) {
-            tracing::warn!(
-                client,
-                scope = scope.as_ref(),
-                %method,
-                integration,
-                "traffic needs a scope the client is not configured with; add it in Coupa and to clients.{client}.scopes before enforcing"
-            );
-        }
-    }
 }
 
 fn instance_rate<'c>(config: &'c Config, instance: &str) -> Option<&'c RateLimit> {

@@ -7,7 +7,9 @@
 //! "theoretical arrival time" per instance, advanced by one emission interval per request.
 //! A request's turn is `max(now, tat - tolerance)`; no queue structure, no task, no lock.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::RateLimit;
@@ -111,6 +113,34 @@ impl Limiter {
         let start = tat.saturating_sub(self.tolerance);
         let wait = start.saturating_sub(self.nanos(now));
         Duration::from_nanos(wait).as_secs().max(1)
+    }
+}
+
+/// The per-instance limiters of the process.
+#[derive(Debug, Default)]
+pub struct Limiters(Mutex<HashMap<String, Arc<Limiter>>>);
+
+impl Limiters {
+    /// The limiter for `instance`: the existing one if its settings are unchanged (so a
+    /// reload does not hand out a fresh burst), a new one otherwise.
+    pub fn get(&self, instance: &str, settings: &RateLimit) -> Arc<Limiter> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(instance) {
+            Some(l) if l.settings() == settings => l.clone(),
+            _ => {
+                let l = Arc::new(Limiter::new(settings));
+                map.insert(instance.to_owned(), l.clone());
+                l
+            }
+        }
+    }
+
+    /// All limiters, for `/metrics`.
+    pub fn all(&self) -> Vec<(String, Arc<Limiter>)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map.iter().map(|(k, l)| (k.clone(), l.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 }
 
