@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use coupa_mock::{MockClient, MockConfig, MockCoupa};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, LogFormat};
 use crate::egress::ProxyRules;
-use crate::mock::{MockClient, MockConfig, MockCoupa};
 use crate::proxy::upstream::OutboundSettings;
 use crate::server::Gateway;
 use crate::token::{self, FailureKind, TokenRequest};

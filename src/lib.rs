@@ -2,7 +2,7 @@
 //! retired `X-COUPA-API-KEY` keep working against the OAuth 2.0 client-credentials API.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over this library; tests, the demo and the benches
-//! drive the same code through [`server::Gateway`] and [`mock::MockCoupa`].
+//! drive the same code through [`server::Gateway`] and `coupa_mock::MockCoupa`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
@@ -18,7 +18,6 @@ pub mod identity;
 pub mod lenient;
 pub mod metrics;
 pub mod migration;
-pub mod mock;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

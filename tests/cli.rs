@@ -426,7 +426,7 @@ fn serve(args: &[&str], cfg: &Path) -> tokio::process::Command {
 }
 
 /// A one-route config in front of `prod`, listeners on ephemeral ports (for `serve`).
-fn serve_toml(prod: &coupa_gateway::mock::MockCoupa) -> String {
+fn serve_toml(prod: &coupa_mock::MockCoupa) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\

@@ -12,8 +12,8 @@ use common::*;
 use coupa_gateway::commands::{demo_instance, DEMO_API_KEY};
 use coupa_gateway::config::Config;
 use coupa_gateway::identity::hash_key_line;
-use coupa_gateway::mock::MockCoupa;
 use coupa_gateway::server::Gateway;
+use coupa_mock::MockCoupa;
 use http::{Method, StatusCode};
 use serde_json::Value;
 

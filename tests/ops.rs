@@ -43,8 +43,8 @@ impl Drop for TempDir {
 /// `erp-supplier-sync` uses `/prod` (oauth) and `ap-invoice-export` uses `/test`
 /// (passthrough), with a little traffic on both: enough for every part of the page.
 struct Migration {
-    _prod: coupa_gateway::mock::MockCoupa,
-    _test: coupa_gateway::mock::MockCoupa,
+    _prod: coupa_mock::MockCoupa,
+    _test: coupa_mock::MockCoupa,
     gw: Gateway,
 }
 

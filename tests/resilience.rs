@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use coupa_gateway::commands::demo_instance;
-use coupa_gateway::mock::{MockCoupa, MockRateLimit};
 use coupa_gateway::server::Gateway;
+use coupa_mock::{MockCoupa, MockRateLimit};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -155,7 +155,7 @@ async fn a_replay_carries_the_same_rewritten_head_with_the_new_token() {
         assert_eq!(r.header("accept"), Some("application/json"));
         assert_eq!(r.target, "/api/invoices/1");
     }
-    let without_token = |r: &coupa_gateway::mock::RecordedRequest| {
+    let without_token = |r: &coupa_mock::RecordedRequest| {
         let mut h = r.headers.clone();
         h.remove("authorization");
         h

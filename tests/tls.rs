@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::*;
 use coupa_gateway::commands::demo_instance;
-use coupa_gateway::mock::{MockCoupa, MockTls};
 use coupa_gateway::server::{Gateway, StartError};
+use coupa_mock::{MockCoupa, MockTls};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
