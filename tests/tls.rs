@@ -9,15 +9,13 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::commands::demo_instance;
 use coupa_gateway::server::{Gateway, StartError};
-use coupa_mock::{MockCoupa, MockTls};
+use coupa_mock::MockCoupa;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -25,127 +23,11 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-
-// ===== certificates =====
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "coupa-gateway-tls-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A test CA, its PEM in a file, and leaves it signs for `127.0.0.1` and `localhost`.
-struct Pki {
-    dir: TempDir,
-    ca_pem: String,
-    ca_file: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A leaf certificate and key, as PEM text and as files.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    cert_file: PathBuf,
-    key_file: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir = TempDir::new(name);
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("coupa-gateway test CA {name}"));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let ca_pem = params.self_signed(&key).unwrap().pem();
-        let ca_file = dir.write("ca.pem", &ca_pem);
-        Pki {
-            dir,
-            ca_pem,
-            ca_file,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn leaf(&self, name: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert_pem = params.signed_by(&key, &self.issuer).unwrap().pem();
-        let key_pem = key.serialize_pem();
-        Leaf {
-            cert_file: self.dir.write(&format!("{name}.crt"), &cert_pem),
-            key_file: self.dir.write(&format!("{name}.key"), &key_pem),
-            cert_pem,
-            key_pem,
-        }
-    }
-}
-
-impl Leaf {
-    fn mock_tls(&self) -> MockTls {
-        MockTls {
-            cert_pem: self.cert_pem.clone(),
-            key_pem: self.key_pem.clone(),
-        }
-    }
-
-    /// `[server.tls]` for the gateway.
-    fn server_toml(&self) -> String {
-        format!(
-            "\n[server.tls]\ncert = {:?}\nkey = {:?}\n",
-            self.cert_file, self.key_file
-        )
-    }
-}
-
-/// A rustls client configuration that trusts only `ca_pem`.
-fn trusting(ca_pem: &str) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
 
 /// A fresh HTTPS client (so a fresh connection and handshake) trusting only `ca_pem`.
 fn https_client(ca_pem: &str) -> reqwest::Client {
@@ -168,82 +50,26 @@ async fn https_get(ca_pem: &str, url: &str) -> Result<(StatusCode, String), Stri
     Ok((status, resp.text().await.unwrap_or_default()))
 }
 
-// ===== gateway set-up =====
-
-/// The two-instance test config plus `extra` tables at the end (`[server.tls]`, `[upstream]`).
-/// No token warm-up: reloads that re-mint would otherwise wait 5 s for it.
-fn toml_with(prod_url: &str, test_url: &str, extra: &str) -> String {
-    two_instance_toml(prod_url, test_url, "token_warmup = \"0s\"") + extra
+/// The test config, its listener serving HTTPS with `leaf`.
+fn serving_https(prod: &MockCoupa, test: &MockCoupa, leaf: &Leaf) -> GatewayToml {
+    tls_test_toml(prod, test)
+        .server_tls_cert(&leaf.cert_file)
+        .server_tls_key(&leaf.key_file)
 }
 
-/// `[upstream]` with the test CA and no proxy: a proxy in the environment the tests run in
-/// must not change what they test.
-fn upstream_toml(ca_file: Option<&Path>, proxy: &str) -> String {
-    let mut out = String::from("\n[upstream]\n");
-    if let Some(ca) = ca_file {
-        out.push_str(&format!("ca_file = {ca:?}\n"));
-    }
-    out.push_str(proxy);
-    out.push('\n');
-    out
-}
-
-const NO_PROXY: &str = r#"proxy = "none""#;
-
-/// `toml_with` for these mocks with an `[upstream]` table: the set-up of every upstream test.
-fn upstream_config(
+/// The test config with the upstream CA file, if any, and no proxy: a proxy in the environment
+/// the tests run in must not change what they test.
+fn trusting_upstream(
     prod: &MockCoupa,
     test: &MockCoupa,
-    ca_file: Option<&Path>,
-    proxy: &str,
-) -> String {
-    toml_with(&prod.url(), &test.url(), &upstream_toml(ca_file, proxy))
-}
-
-async fn tls_mock(name: &str, leaf: &Leaf) -> MockCoupa {
-    mock_with(
-        demo_instance(name, "127.0.0.1:0".parse().unwrap())
-            .rate_limit(None)
-            .tls(leaf.mock_tls()),
-    )
-    .await
-}
-
-async fn start(toml: &str) -> Gateway {
-    Gateway::start(config(toml)).await.expect("gateway starts")
-}
-
-/// GET `path` on the gateway's plain-HTTP proxy listener.
-async fn get_plain(http: &Http, gw: &Gateway, path: &str) -> Reply {
-    http.get(&format!("http://{}{path}", gw.addr()), &[]).await
-}
-
-/// The admin `/status` document as text, to check what it must not show.
-async fn status_text(gw: &Gateway) -> String {
-    Http::new()
-        .get(&format!("http://{}/status", gw.admin_addr()), &[])
-        .await
-        .text()
-}
-
-/// The `/status` entry of client `name`, once `cond` holds for it (or after 10 s).
-async fn client_status(
-    gw: &Gateway,
-    name: &str,
-    cond: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let http = Http::new();
-    let url = format!("http://{}/status", gw.admin_addr());
-    let mut client = serde_json::Value::Null;
-    for _ in 0..500 {
-        let status = http.get(&url, &[]).await.json();
-        client = status_client(&status, name);
-        if cond(&client) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    ca_file: Option<&std::path::Path>,
+) -> GatewayToml {
+    let toml = tls_test_toml(prod, test);
+    match ca_file {
+        Some(ca) => toml.upstream_ca_file(ca),
+        None => toml,
     }
-    client
+    .upstream_proxy("none")
 }
 
 // ===== (a) the gateway's TLS listener =====
@@ -254,7 +80,7 @@ async fn tls_listener_serves_https_and_tells_coupa_the_proto() {
     let leaf = pki.leaf("gateway");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let gw = start(&toml_with(&prod.url(), &test.url(), &leaf.server_toml())).await;
+    let gw = gateway(&serving_https(&prod, &test, &leaf)).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await);
     let base = format!("https://127.0.0.1:{}", gw.addr().port());
 
@@ -314,7 +140,7 @@ async fn plain_http_to_the_tls_listener_fails_cleanly() {
     let leaf = pki.leaf("gateway");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let gw = start(&toml_with(&prod.url(), &test.url(), &leaf.server_toml())).await;
+    let gw = gateway(&serving_https(&prod, &test, &leaf)).await;
 
     // An HTTP request line gets a plain-HTTP 400 that says what to change, then the close.
     let (status, text) = raw(
@@ -357,33 +183,31 @@ async fn reload_serves_a_new_certificate_and_can_turn_tls_off_and_on() {
     let leaf2 = second.leaf("gateway");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let with_tls = |leaf: &Leaf| toml_with(&prod.url(), &test.url(), &leaf.server_toml());
-    let gw = start(&with_tls(&leaf1)).await;
+    let with_tls = |leaf: &Leaf| serving_https(&prod, &test, leaf).config();
+    let gw = Gateway::start(with_tls(&leaf1))
+        .await
+        .expect("gateway starts");
     assert!(gw.wait_ready(Duration::from_secs(10)).await);
     let https = format!("https://127.0.0.1:{}/prod/api/invoices/1", gw.addr().port());
     let plain = format!("http://{}/prod/api/invoices/1", gw.addr());
     assert_eq!(https_get(&first.ca_pem, &https).await.unwrap().0, 200);
 
     // A renewed certificate (another CA, to tell them apart) is served to new connections.
-    gw.reload(config(&with_tls(&leaf2))).await.unwrap();
+    gw.reload(with_tls(&leaf2)).await.unwrap();
     assert_eq!(https_get(&second.ca_pem, &https).await.unwrap().0, 200);
     assert!(https_get(&first.ca_pem, &https).await.is_err());
 
     // A key that does not belong to the certificate is refused; the running one stays.
-    let mismatched = format!(
-        "\n[server.tls]\ncert = {:?}\nkey = {:?}\n",
-        leaf2.cert_file, leaf1.key_file
-    );
-    let err = gw
-        .reload(config(&toml_with(&prod.url(), &test.url(), &mismatched)))
-        .await
-        .unwrap_err();
+    let mismatched = tls_test_toml(&prod, &test)
+        .server_tls_cert(&leaf2.cert_file)
+        .server_tls_key(&leaf1.key_file);
+    let err = gw.reload(mismatched.config()).await.unwrap_err();
     assert!(err.contains("server.tls.key"), "{err}");
     assert!(!err.contains("PRIVATE KEY"), "{err}");
     assert_eq!(https_get(&second.ca_pem, &https).await.unwrap().0, 200);
 
     // TLS off: the same socket now speaks plain HTTP...
-    gw.reload(config(&toml_with(&prod.url(), &test.url(), "")))
+    gw.reload(tls_test_toml(&prod, &test).config())
         .await
         .unwrap();
     let http = Http::new();
@@ -394,7 +218,7 @@ async fn reload_serves_a_new_certificate_and_can_turn_tls_off_and_on() {
         Some("http")
     );
     // ...and on again.
-    gw.reload(config(&with_tls(&leaf1))).await.unwrap();
+    gw.reload(with_tls(&leaf1)).await.unwrap();
     assert_eq!(https_get(&first.ca_pem, &https).await.unwrap().0, 200);
     let (status, _) = raw(
         gw.addr(),
@@ -409,14 +233,13 @@ async fn reload_serves_a_new_certificate_and_can_turn_tls_off_and_on() {
 async fn unusable_certificate_files_stop_the_start_with_the_key_named() {
     let pki = Pki::new("broken");
     let leaf = pki.leaf("gateway");
-    let not_a_cert = pki.dir.write("notes.txt", "this is not a certificate\n");
+    let not_a_cert = pki.dir.file("notes.txt", "this is not a certificate\n");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let tls = format!(
-        "\n[server.tls]\ncert = {not_a_cert:?}\nkey = {:?}\n",
-        leaf.key_file
-    );
-    let err = Gateway::start(config(&toml_with(&prod.url(), &test.url(), &tls)))
+    let tls = tls_test_toml(&prod, &test)
+        .server_tls_cert(&not_a_cert)
+        .server_tls_key(&leaf.key_file);
+    let err = Gateway::start(tls.config())
         .await
         .err()
         .expect("start refused");
@@ -436,13 +259,13 @@ async fn https_upstream_trusted_through_ca_file() {
     let prod = tls_mock("prod", &pki.leaf("coupa")).await;
     assert!(prod.url().starts_with("https://127.0.0.1:"));
     let test = mock("test").await;
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), NO_PROXY)).await;
+    let gw = gateway(&trusting_upstream(&prod, &test, Some(&pki.ca_file))).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     assert!(prod.stats().tokens_issued >= 1);
     let http = Http::new();
     let r = http
         .get(
-            &format!("http://{}/prod/api/suppliers?limit=2", gw.addr()),
+            &proxy_url(&gw, "/prod/api/suppliers?limit=2"),
             &[("accept", "application/json")],
         )
         .await;
@@ -457,7 +280,7 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
     let pki = Pki::new("untrusted");
     let prod = tls_mock("prod", &pki.leaf("coupa")).await;
     let test = mock("test").await;
-    let gw = start(&upstream_config(&prod, &test, None, NO_PROXY)).await;
+    let gw = gateway(&trusting_upstream(&prod, &test, None)).await;
     let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
     assert_eq!(client["last_error"]["kind"], "tls", "{client}");
     assert!(
@@ -468,7 +291,7 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
         "{client}"
     );
     let http = Http::new();
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert_eq!(r.json()["error"], "token_unavailable");
     assert_eq!(prod.stats().tokens_issued, 0);
@@ -476,16 +299,11 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
     // Adding the CA is an upstream change: both outbound clients are rebuilt and every client
     // re-mints through them before the reload is applied.
     let applied = gw
-        .reload(config(&upstream_config(
-            &prod,
-            &test,
-            Some(&pki.ca_file),
-            NO_PROXY,
-        )))
+        .reload(trusting_upstream(&prod, &test, Some(&pki.ca_file)).config())
         .await
         .unwrap();
     assert_eq!(applied.new_tokens, vec!["prod-main", "test-main"]);
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     gw.shutdown();
 }
@@ -497,17 +315,13 @@ async fn untrusted_api_host_with_a_reachable_token_endpoint_is_a_502() {
     // Same client, plain HTTP: tokens work, the API host's certificate is not trusted.
     let tokens = mock("prod").await;
     let test = mock("test").await;
-    let toml = upstream_config(&api, &test, None, NO_PROXY).replace(
-        &format!("url = \"{}\"\n", api.url()),
-        &format!(
-            "url = \"{}\"\ntoken_url = \"{}\"\n",
-            api.url(),
-            tokens.token_url()
-        ),
-    );
-    let gw = start(&toml).await;
+    let toml = trusting_upstream(&api, &test, None)
+        .map_instance("prod", |i| i.token_url(&tokens.token_url()));
+    let gw = gateway(&toml).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
-    let r = get_plain(&Http::new(), &gw, "/prod/api/invoices/1").await;
+    let r = Http::new()
+        .get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_unreachable");
     assert_eq!(api.stats().api_requests, 0);
@@ -517,19 +331,14 @@ async fn untrusted_api_host_with_a_reachable_token_endpoint_is_a_502() {
 #[tokio::test]
 async fn a_ca_file_without_certificates_is_refused_naming_the_key() {
     let pki = Pki::new("empty-ca");
-    let empty = pki.dir.write("empty.pem", "no certificates here\n");
+    let empty = pki.dir.file("empty.pem", "no certificates here\n");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let err = Gateway::start(config(&upstream_config(
-        &prod,
-        &test,
-        Some(&empty),
-        NO_PROXY,
-    )))
-    .await
-    .err()
-    .expect("start refused")
-    .to_string();
+    let err = Gateway::start(trusting_upstream(&prod, &test, Some(&empty)).config())
+        .await
+        .err()
+        .expect("start refused")
+        .to_string();
     assert!(
         err.starts_with("upstream.ca_file:") && err.contains("empty.pem"),
         "{err}"
@@ -767,13 +576,13 @@ async fn tokens_went_through(gw: &Gateway, proxy: &TestProxy) -> (u64, u64) {
 /// and test's (http) is forwarded, both answered.
 async fn api_went_through(gw: &Gateway, proxy: &TestProxy, (tunnels, forwards): (u64, u64)) {
     let http = Http::new();
-    let r = get_plain(&http, gw, "/prod/api/invoices/1").await;
+    let r = http.get(&proxy_url(gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(
         proxy.tunnels() > tunnels,
         "prod's API traffic skipped the proxy"
     );
-    let r = get_plain(&http, gw, "/test/api/invoices/1").await;
+    let r = http.get(&proxy_url(gw, "/test/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert!(
         proxy.forwarded() > forwards,
@@ -788,11 +597,15 @@ async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
     let test = mock("test").await;
     // The password holds a `:` (percent-encoded in the URL), as real ones do.
     let proxy = TestProxy::start(Some(("gw-user", "s3cr:et"))).await;
-    let setting = format!(
-        "proxy = \"http://gw-user:s3cr%3Aet@127.0.0.1:{}\"",
-        proxy.addr.port()
-    );
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
+    let gw = gateway(
+        &tls_test_toml(&prod, &test)
+            .upstream_ca_file(&pki.ca_file)
+            .upstream_proxy(&format!(
+                "http://gw-user:s3cr%3Aet@127.0.0.1:{}",
+                proxy.addr.port()
+            )),
+    )
+    .await;
     // Token requests: https through a CONNECT tunnel, http as absolute-form requests.
     let for_tokens = tokens_went_through(&gw, &proxy).await;
     api_went_through(&gw, &proxy, for_tokens).await;
@@ -811,11 +624,11 @@ async fn wrong_proxy_credentials_fail_without_leaking_them() {
     let proxy = TestProxy::start(Some(("gw-user", "right"))).await;
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let setting = format!(
-        "proxy = \"http://gw-user:wrong-pw@127.0.0.1:{}\"",
+    let gw = gateway(&tls_test_toml(&prod, &test).upstream_proxy(&format!(
+        "http://gw-user:wrong-pw@127.0.0.1:{}",
         proxy.addr.port()
-    );
-    let gw = start(&upstream_config(&prod, &test, None, &setting)).await;
+    )))
+    .await;
     let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
     assert!(!client["last_error"].is_null(), "{client}");
     assert!(proxy.refused() >= 1);
@@ -831,15 +644,17 @@ async fn no_proxy_hosts_bypass_the_proxy() {
     let prod = tls_mock("prod", &pki.leaf("coupa")).await;
     let test = mock("test").await;
     let proxy = TestProxy::start(None).await;
-    let setting = format!(
-        "proxy = \"http://127.0.0.1:{}\"\nno_proxy = \"localhost, 127.0.0.1\"",
-        proxy.addr.port()
-    );
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
+    let gw = gateway(
+        &tls_test_toml(&prod, &test)
+            .upstream_ca_file(&pki.ca_file)
+            .upstream_proxy(&format!("http://127.0.0.1:{}", proxy.addr.port()))
+            .upstream_no_proxy("localhost, 127.0.0.1"),
+    )
+    .await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     let http = Http::new();
     for path in ["/prod/api/invoices/1", "/test/api/invoices/1"] {
-        let r = get_plain(&http, &gw, path).await;
+        let r = http.get(&proxy_url(&gw, path), &[]).await;
         assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
     }
     assert_eq!(proxy.tunnels(), 0);
@@ -855,12 +670,16 @@ async fn an_https_proxy_is_reached_over_tls_for_tokens_and_api_traffic() {
     // `localhost` is in the proxy's certificate (as is 127.0.0.1); the name is what the
     // gateway verifies it against.
     let proxy = TestProxy::start_tls(Some(("gw-user", "tls-pw")), &pki.leaf("proxy")).await;
-    let setting = format!(
-        "proxy = \"https://gw-user:tls-pw@localhost:{}\"",
-        proxy.addr.port()
-    );
     // One CA file trusts both the proxy's certificate and prod's.
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
+    let gw = gateway(
+        &tls_test_toml(&prod, &test)
+            .upstream_ca_file(&pki.ca_file)
+            .upstream_proxy(&format!(
+                "https://gw-user:tls-pw@localhost:{}",
+                proxy.addr.port()
+            )),
+    )
+    .await;
     // Token requests: prod's (https) through a CONNECT tunnel inside TLS to the proxy, test's
     // (http) as absolute-form requests inside TLS to the proxy.
     let for_tokens = tokens_went_through(&gw, &proxy).await;
@@ -897,16 +716,14 @@ async fn an_untrusted_https_proxy_fails_tokens_as_tls_and_api_traffic_as_502() {
     let test = mock("test").await;
     // prod's token endpoint bypasses the proxy (`no_proxy = "localhost"`), so prod gets a token
     // and its API traffic reaches the pool's connector; test goes through the proxy for both.
-    let setting = format!(
-        "proxy = \"https://127.0.0.1:{}\"\nno_proxy = \"localhost\"",
-        proxy.addr.port()
-    );
     let token_url = tokens.token_url().replace("127.0.0.1", "localhost");
-    let toml = upstream_config(&api, &test, None, &setting).replace(
-        &format!("url = \"{}\"\n", api.url()),
-        &format!("url = \"{}\"\ntoken_url = \"{token_url}\"\n", api.url()),
-    );
-    let gw = start(&toml).await;
+    let gw = gateway(
+        &tls_test_toml(&api, &test)
+            .map_instance("prod", |i| i.token_url(&token_url))
+            .upstream_proxy(&format!("https://127.0.0.1:{}", proxy.addr.port()))
+            .upstream_no_proxy("localhost"),
+    )
+    .await;
 
     // The token request through the proxy fails its TLS handshake with the proxy.
     let client = client_status(&gw, "test-main", |c| !c["last_error"].is_null()).await;
@@ -928,14 +745,14 @@ async fn an_untrusted_https_proxy_fails_tokens_as_tls_and_api_traffic_as_502() {
     assert_eq!(test.stats().token_requests, 0);
     assert!(!gw.wait_ready(Duration::from_millis(200)).await);
     let http = Http::new();
-    let r = get_plain(&http, &gw, "/test/api/invoices/1").await;
+    let r = http.get(&proxy_url(&gw, "/test/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert_eq!(r.json()["error"], "token_unavailable");
 
     // prod has its token; its API request dies at the handshake with the proxy: a 502.
     let prod_client = client_status(&gw, "prod-main", |c| c["token"]["valid"] == true).await;
     assert_eq!(prod_client["token"]["valid"], true, "{prod_client}");
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_unreachable");
     assert_eq!(api.stats().api_requests, 0);
