@@ -12,7 +12,8 @@ use coupa_gateway::server::Gateway;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Debian's Chromium; the browser test skips without it (`.ci/run` installs it as root).
+/// Debian's Chromium; the browser test skips without it, except in CI (`.ci/run` installs it
+/// as root).
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 const ERP_KEY: &str = "erp-supplier-sync-legacy-key-000000000000";
@@ -175,6 +176,12 @@ async fn chromium(profile: &Path, args: &[&str], url: &str) -> String {
 #[tokio::test]
 async fn status_page_renders_in_headless_chromium() {
     if !Path::new(CHROMIUM).exists() {
+        // A skip in CI would pass unseen: there the browser must be installed.
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        assert!(
+            !ci,
+            "{CHROMIUM} not found and CI is set: apt-get install chromium (.ci/run does so as root)"
+        );
         eprintln!(
             "SKIPPED: {CHROMIUM} not found (apt-get install chromium; .ci/run does so as root)"
         );
