@@ -16,6 +16,9 @@ FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The mock Coupa is a workspace member: the build needs its sources (the image's `mock` and
+# `demo` commands run it; docker-compose.yml starts it as the stand-in Coupa).
+COPY mock ./mock
 # The cache mounts keep the registry and incremental artefacts between builds; the binary is
 # copied out of the cached target directory within the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

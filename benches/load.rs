@@ -41,7 +41,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use coupa_gateway::mock::{MockConfig, MockCoupa};
+use coupa_mock::{MockConfig, MockCoupa};
 use hdrhistogram::Histogram;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};

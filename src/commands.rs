@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(feature = "demo")]
+use coupa_mock::{MockClient, MockConfig, MockCoupa};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, LogFormat};
-use crate::mock::{MockClient, MockConfig, MockCoupa};
 use crate::net::egress::ProxyRules;
 use crate::net::server::Gateway;
 use crate::net::upstream::OutboundSettings;
@@ -252,6 +253,7 @@ pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
 
 /// Scopes the demo clients are granted: the master-data and transactional resources the mock
 /// serves, read and write.
+#[cfg(feature = "demo")]
 const DEMO_SCOPES: &[&str] = &[
     "core.accounting.read",
     "core.accounting.write",
@@ -271,9 +273,11 @@ const DEMO_SCOPES: &[&str] = &[
 ];
 
 /// The legacy API key the demo instances still accept (the gateway strips it).
+#[cfg(feature = "demo")]
 pub const DEMO_API_KEY: &str = "demo-legacy-api-key-0000000000000000000000";
 
 /// The mock instance `name` with the client the default `proxy.toml` uses.
+#[cfg(feature = "demo")]
 pub fn demo_instance(name: &str, listen: SocketAddr) -> MockConfig {
     let mut cfg = MockConfig::new(name);
     cfg.listen = listen;
@@ -286,6 +290,7 @@ pub fn demo_instance(name: &str, listen: SocketAddr) -> MockConfig {
     cfg
 }
 
+#[cfg(feature = "demo")]
 async fn start_mocks(prod: SocketAddr, test: SocketAddr) -> Result<(MockCoupa, MockCoupa), String> {
     let start = |name: &'static str, addr: SocketAddr| async move {
         MockCoupa::start(demo_instance(name, addr))
@@ -300,6 +305,7 @@ async fn start_mocks(prod: SocketAddr, test: SocketAddr) -> Result<(MockCoupa, M
 }
 
 /// `coupa-gateway mock`: the two demo instances until Ctrl-C.
+#[cfg(feature = "demo")]
 pub async fn mock(prod: SocketAddr, test: SocketAddr) -> Result<(), String> {
     let (p, t) = start_mocks(prod, test).await?;
     println!(
@@ -316,6 +322,7 @@ pub async fn mock(prod: SocketAddr, test: SocketAddr) -> Result<(), String> {
 }
 
 /// `coupa-gateway demo`: mock + gateway, then curl lines to paste.
+#[cfg(feature = "demo")]
 pub async fn demo(
     path: &Path,
     prod: SocketAddr,

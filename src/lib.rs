@@ -2,7 +2,8 @@
 //! retired `X-COUPA-API-KEY` keep working against the OAuth 2.0 client-credentials API.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over this library; tests, the demo and the benches
-//! drive the same code through [`net::server::Gateway`] and [`mock::MockCoupa`].
+//! drive the same code through [`net::server::Gateway`] and `coupa_mock::MockCoupa` (the
+//! `mock/` workspace crate, which cannot import the gateway).
 //!
 //! Folders by domain, each importing only from those listed before it:
 //! [`errors`] and [`config`]; [`state`] (state shared by requests), [`token`] (OAuth tokens),
@@ -18,7 +19,6 @@ pub mod commands;
 pub mod config;
 pub mod errors;
 pub mod migration;
-pub mod mock;
 pub mod net;
 pub mod ops;
 pub mod proxy;

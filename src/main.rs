@@ -31,6 +31,7 @@ struct Cli {
 }
 
 /// Where the mock Coupa instances listen.
+#[cfg(feature = "demo")]
 #[derive(clap::Args)]
 struct MockAddrs {
     /// Address of the mock "prod" instance.
@@ -74,11 +75,13 @@ enum Command {
         ready: bool,
     },
     /// Run the built-in mock Coupa (instances "prod" and "test") on its own.
+    #[cfg(feature = "demo")]
     Mock {
         #[command(flatten)]
         mocks: MockAddrs,
     },
     /// The mock Coupa and the gateway in one process, with ready-to-paste curl lines.
+    #[cfg(feature = "demo")]
     Demo {
         #[command(flatten)]
         mocks: MockAddrs,
@@ -92,7 +95,13 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     });
     // serve and demo read the format from the config file when no flag is given.
-    if !matches!(cli.command, Command::Serve | Command::Demo { .. }) {
+    let reads_config_format = match cli.command {
+        Command::Serve => true,
+        #[cfg(feature = "demo")]
+        Command::Demo { .. } => true,
+        _ => false,
+    };
+    if !reads_config_format {
         commands::init_logging(log_format.unwrap_or(LogFormat::Text));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -118,7 +127,9 @@ fn main() -> ExitCode {
             Command::Health { admin, ready } => {
                 commands::health(admin.as_deref(), config, ready).await
             }
+            #[cfg(feature = "demo")]
             Command::Mock { mocks } => commands::mock(mocks.prod, mocks.test).await,
+            #[cfg(feature = "demo")]
             Command::Demo { mocks } => {
                 commands::demo(config, mocks.prod, mocks.test, log_format).await
             }

@@ -11,63 +11,44 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use coupa_gateway::commands::DEMO_API_KEY;
-use coupa_gateway::mock::MockCoupa;
 use coupa_gateway::net::server::Gateway;
+use coupa_mock::MockCoupa;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Every bound the gateway has, at 1 s.
-const ONE_SECOND_BOUNDS: &str = r#"header_timeout = "1s"
-idle_timeout = "1s"
-body_timeout = "1s"
-write_timeout = "1s"
-request_timeout = "1s""#;
-
 /// How long a test waits for a 1 s bound to act before calling it unbounded.
 const PATIENCE: Duration = Duration::from_secs(6);
 
-/// `/prod` (oauth) and `/legacy` (passthrough) on one mock instance; `server` goes into
-/// `[server]`.
-fn toml(prod: &MockCoupa, server: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{server}
-[admin]
-listen = "127.0.0.1:0"
-[instances.prod]
-url = "{url}"
-rate_limit = {{ enabled = false }}
-[clients.prod-main]
-instance = "prod"
-client_id = "demo-prod-client"
-client_secret = "${{PROD_SECRET}}"
-scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
-token_warmup = "0s"
-[[routes]]
-prefix = "/prod"
-instance = "prod"
-client = "prod-main"
-[[routes]]
-prefix = "/legacy"
-instance = "prod"
-client = "prod-main"
-mode = "passthrough"
-"#,
-        url = prod.url()
-    )
+/// `/prod` (oauth) and `/legacy` (passthrough) on one mock instance, with every bound the
+/// gateway has at 1 s.
+fn one_second_bounds(prod: &MockCoupa) -> GatewayToml {
+    GatewayToml::prod(&prod.url())
+        .server("header_timeout = \"1s\"")
+        .server("idle_timeout = \"1s\"")
+        .server("body_timeout = \"1s\"")
+        .server("write_timeout = \"1s\"")
+        .server("request_timeout = \"1s\"")
+        .token_warmup("0s")
+        .route(
+            RouteToml::new("/legacy")
+                .instance("prod")
+                .client("prod-main")
+                .mode("passthrough"),
+        )
 }
 
-async fn start(server: &str) -> (MockCoupa, Gateway) {
+/// A mock and a ready gateway on [`one_second_bounds`].
+async fn start() -> (MockCoupa, Gateway) {
+    start_with(|toml| toml).await
+}
+
+/// [`start`], with `change` made to the configuration first.
+async fn start_with(change: impl FnOnce(GatewayToml) -> GatewayToml) -> (MockCoupa, Gateway) {
     let prod = mock("prod").await;
-    let gw = Gateway::start(config(&toml(&prod, server)))
-        .await
-        .expect("gateway starts");
-    assert!(gw.wait_ready(Duration::from_secs(10)).await, "not ready");
+    let gw = ready_gateway(&change(one_second_bounds(&prod))).await;
     (prod, gw)
 }
 
@@ -114,9 +95,7 @@ async fn closed_within_patience(s: &mut TcpStream) -> bool {
 async fn a_stalled_request_body_gets_408_and_frees_its_slot_on_every_path() {
     // Coupa's wait (request_timeout) includes the upload: longer than the body bound, as by
     // default (120 s against 60 s), so a stalled client is answered 408, not 504.
-    let (prod, gw) =
-        start(&ONE_SECOND_BOUNDS.replace("request_timeout = \"1s\"", "request_timeout = \"10s\""))
-            .await;
+    let (prod, gw) = start_with(|toml| toml.server("request_timeout = \"10s\"")).await;
     // oauth + small body: buffered for a 401 replay; passthrough: streamed to Coupa;
     // oauth + large body: streamed (over retry_body_limit).
     for (path, declared) in [
@@ -192,7 +171,7 @@ fn get(gw: &Gateway, path: &str) -> Request<TestBody> {
 
 #[tokio::test]
 async fn an_idle_h2_connection_gets_a_goaway_although_it_answers_pings() {
-    let (_prod, gw) = start(ONE_SECOND_BOUNDS).await;
+    let (_prod, gw) = start().await;
     let (mut send, conn) = h2_connect(&gw, 65_535).await;
     let resp = send
         .send_request(get(&gw, "/prod/api/invoices/1"))
@@ -210,7 +189,7 @@ async fn an_idle_h2_connection_gets_a_goaway_although_it_answers_pings() {
 
 #[tokio::test]
 async fn a_stalled_h2_request_body_gets_408() {
-    let (_prod, gw) = start(ONE_SECOND_BOUNDS).await;
+    let (_prod, gw) = start().await;
     let (mut send, _conn) = h2_connect(&gw, 65_535).await;
     let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::io::Error>::new(1);
     tx.send_data(Bytes::from_static(b"{\"half\":"))
@@ -237,7 +216,7 @@ async fn a_stalled_h2_request_body_gets_408() {
 
 #[tokio::test]
 async fn an_h2_stream_the_client_never_reads_is_reset() {
-    let (prod, gw) = start(ONE_SECOND_BOUNDS).await;
+    let (prod, gw) = start().await;
     let size = 4 * 1024 * 1024;
     prod.faults().set_download_size(size);
     // A 64 KiB stream window the client never reopens: it holds the body and reads nothing.
@@ -275,8 +254,7 @@ async fn an_h2_stream_the_client_never_reads_is_reset() {
 #[tokio::test]
 async fn an_http1_client_that_stops_reading_is_disconnected() {
     // Only the write bound may act here: the connection is busy, not idle.
-    let (prod, gw) =
-        start(&ONE_SECOND_BOUNDS.replace("idle_timeout = \"1s\"", "idle_timeout = \"60s\"")).await;
+    let (prod, gw) = start_with(|toml| toml.server("idle_timeout = \"60s\"")).await;
     let size = 32 * 1024 * 1024;
     prod.faults().set_download_size(size);
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
@@ -304,7 +282,7 @@ async fn an_http1_client_that_stops_reading_is_disconnected() {
 
 #[tokio::test]
 async fn coupa_pausing_mid_body_is_bounded_by_the_route_timeout() {
-    let (prod, gw) = start(ONE_SECOND_BOUNDS).await;
+    let (prod, gw) = start().await;
     prod.faults().set_download_size(1024 * 1024);
     prod.faults().hold_download_midway(true);
     let (mut send, _conn) = h2_connect(&gw, 16 * 1024 * 1024).await;
@@ -333,7 +311,7 @@ async fn coupa_pausing_mid_body_is_bounded_by_the_route_timeout() {
 
 #[tokio::test]
 async fn an_upgrade_request_does_not_switch_off_the_connection_bounds() {
-    let (prod, gw) = start(ONE_SECOND_BOUNDS).await;
+    let (prod, gw) = start().await;
     let upgrade = "GET /prod/api/invoices/1 HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
     // A partial head after an Upgrade request is still timed.
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
@@ -376,10 +354,7 @@ async fn an_upgrade_request_does_not_switch_off_the_connection_bounds() {
 #[tokio::test]
 async fn a_head_over_the_inspection_cap_is_still_timed_and_refused() {
     // max_header_bytes above the wrapper's 80 KiB inspection cap.
-    let (_prod, gw) = start(&format!(
-        "{ONE_SECOND_BOUNDS}\nmax_header_bytes = \"128KiB\""
-    ))
-    .await;
+    let (_prod, gw) = start_with(|toml| toml.server("max_header_bytes = \"128KiB\"")).await;
     let big = "a".repeat(100 * 1024);
     // A 100 KiB partial head, then nothing.
     let mut s = TcpStream::connect(gw.addr()).await.unwrap();
@@ -412,9 +387,7 @@ async fn a_head_over_the_inspection_cap_is_still_timed_and_refused() {
 async fn a_download_pausing_longer_than_idle_timeout_is_not_cut_as_idle() {
     // A connection is idle only with no request in flight; a response still streaming is in
     // flight however long Coupa pauses within the route's timeout.
-    let (prod, gw) =
-        start(&ONE_SECOND_BOUNDS.replace("request_timeout = \"1s\"", "request_timeout = \"10s\""))
-            .await;
+    let (prod, gw) = start_with(|toml| toml.server("request_timeout = \"10s\"")).await;
     let size = 256 * 1024;
     prod.faults().set_download_size(size);
     prod.faults().hold_download_midway(true);

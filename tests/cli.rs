@@ -2,46 +2,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use coupa_gateway::config::Config;
 use coupa_gateway::net::server::Gateway;
-
-fn bin() -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_coupa-gateway"));
-    cmd.env_remove("COUPA_GATEWAY_CONFIG")
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("coupa-gateway-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn run(cmd: &mut tokio::process::Command) -> (i32, String, String) {
-    run_within(Duration::from_secs(60), cmd).await
-}
 
 #[tokio::test]
 async fn shipped_proxy_toml_works_against_the_demo_mocks() {
@@ -92,8 +58,9 @@ async fn check_prints_the_routing_table_or_every_problem() {
     let dir = TempDir::new("check");
     let bad = dir.file(
         "bad.toml",
-        &two_instance_toml("http://127.0.0.1:1", "http://127.0.0.1:2", "")
-            .replace("client = \"test-main\"", "client = \"test-mian\""),
+        &GatewayToml::two_instances("http://127.0.0.1:1", "http://127.0.0.1:2")
+            .map_route("/test", |r| r.client("test-mian"))
+            .build(),
     );
     let (code, _out, err) = run(bin()
         .args(["check", "--config"])
@@ -196,7 +163,7 @@ async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
 
     let prod = mock("prod").await;
     let dir = TempDir::new("serve");
-    let cfg = dir.file("proxy.toml", &serve_toml(&prod));
+    let cfg = dir.file("proxy.toml", &serve_toml(&prod).build_for_file());
     let mut child = serve(&[], &cfg).env("NO_COLOR", "1").spawn().unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -250,7 +217,7 @@ async fn json_logs_carry_one_access_line_per_request_without_query_values() {
 
     let prod = mock("prod").await;
     let dir = TempDir::new("jsonlog");
-    let cfg = dir.file("proxy.toml", &serve_toml(&prod));
+    let cfg = dir.file("proxy.toml", &serve_toml(&prod).build_for_file());
     let mut child = serve(&["--log-format", "json"], &cfg).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     // The first token may be minted before or after the listener logs: wait for both.
@@ -305,8 +272,8 @@ async fn json_access_lines_carry_caller_strings_exactly() {
     // The format from the file this time, not the flag.
     let prod = mock("prod").await;
     let dir = TempDir::new("jsonlog-escape");
-    let toml = serve_toml(&prod) + "[log]\nformat = \"json\"\n";
-    let cfg = dir.file("proxy.toml", &toml);
+    let toml = serve_toml(&prod).table("[log]\nformat = \"json\"");
+    let cfg = dir.file("proxy.toml", &toml.build_for_file());
     let mut child = serve(&[], &cfg).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
@@ -366,7 +333,7 @@ async fn running_out_of_file_descriptors_does_not_stop_the_listener() {
 
     let prod = mock("prod").await;
     let dir = TempDir::new("emfile");
-    let cfg = dir.file("proxy.toml", &serve_toml(&prod));
+    let cfg = dir.file("proxy.toml", &serve_toml(&prod).build_for_file());
     // A low descriptor limit, so a handful of idle clients exhaust it (EMFILE on accept).
     let mut child = tokio::process::Command::new("bash")
         .arg("-c")
@@ -425,13 +392,11 @@ fn serve(args: &[&str], cfg: &Path) -> tokio::process::Command {
     cmd
 }
 
-/// A one-route config in front of `prod`, listeners on ephemeral ports (for `serve`).
-fn serve_toml(prod: &coupa_gateway::mock::MockCoupa) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [instances.prod]\nurl = \"{}\"\n[clients.prod-main]\ninstance = \"prod\"\n\
-         client_id = \"demo-prod-client\"\nclient_secret = \"{PROD_SECRET}\"\n\
-         scopes = [\"core.invoice.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n",
-        prod.url()
-    )
+/// A one-route config file in front of `prod`, listeners on ephemeral ports (for `serve`).
+fn serve_toml(prod: &coupa_mock::MockCoupa) -> GatewayToml {
+    GatewayToml::new()
+        .instance("prod", &prod.url())
+        .map_instance("prod", InstanceToml::default_rate_limit)
+        .client(ClientToml::prod().scopes(&["core.invoice.read"]))
+        .route(RouteToml::new("/prod").instance("prod"))
 }

@@ -3,79 +3,31 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::commands::{demo_instance, DEMO_API_KEY};
+use coupa_gateway::commands::DEMO_API_KEY;
 use coupa_gateway::config::Config;
 use coupa_gateway::migration::identity::hash_key_line;
-use coupa_gateway::mock::MockCoupa;
 use coupa_gateway::net::server::Gateway;
+use coupa_mock::MockCoupa;
 use http::{Method, StatusCode};
 use serde_json::Value;
 
 const OTHER_KEY: &str = "other-integration-key-1111111111111111111";
 
-/// One instance (`prod`), one client, the given `[[routes]]` and `[[integrations]]` tables.
-fn toml(
-    prod: &MockCoupa,
-    routes: &str,
-    integrations: &str,
-    client_extra: &str,
-    top: &str,
-) -> String {
-    format!(
-        r#"
-{top}
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-{instance}{client}{routes}
-{integrations}
-"#,
-        instance = instance_toml("prod", &prod.url()),
-        client = prod_client_toml(&format!("token_warmup = \"200ms\"\n{client_extra}")),
-    )
+/// One instance (`prod`), its client `prod-main` with a 200 ms token warm-up, and no routes.
+fn prod_only(prod: &MockCoupa) -> GatewayToml {
+    GatewayToml::new()
+        .instance("prod", &prod.url())
+        .client(ClientToml::prod().token_warmup("200ms"))
 }
 
-fn route(prefix: &str, extra: &str) -> String {
-    format!(
-        "[[routes]]\nprefix = \"{prefix}\"\ninstance = \"prod\"\nclient = \"prod-main\"\n{extra}\n"
-    )
-}
-
-fn integration(name: &str, key: &str, routes: &str) -> String {
-    format!(
-        "[[integrations]]\nname = \"{name}\"\n{}\nroutes = {routes}\n",
-        hash_key_line(key)
-    )
-}
-
-async fn start(cfg: &str) -> Gateway {
-    let gw = Gateway::start(config(cfg)).await.expect("gateway starts");
-    assert!(
-        gw.wait_ready(Duration::from_secs(10)).await,
-        "gateway not ready"
-    );
-    gw
-}
-
-async fn status(gw: &Gateway) -> Value {
-    Http::new()
-        .get(&format!("http://{}/status", gw.admin_addr()), &[])
-        .await
-        .json()
-}
-
-async fn metrics(gw: &Gateway) -> String {
-    Http::new()
-        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
-        .await
-        .text()
+/// A route `prefix` to `prod` with its client.
+fn route(prefix: &str) -> RouteToml {
+    RouteToml::new(prefix).instance("prod").client("prod-main")
 }
 
 /// GET `url` with `key` in the legacy `X-COUPA-API-KEY` header.
@@ -104,17 +56,24 @@ fn find<'a>(list: &'a Value, key: &str, name: &str) -> &'a Value {
 #[tokio::test]
 async fn integrations_are_recognised_by_key_and_limited_to_their_routes() {
     let prod = mock("prod").await;
-    let cfg = toml(
-        &prod,
-        &(route("/prod", "") + &route("/prod-admin", "")),
-        &(integration("erp-invoices", DEMO_API_KEY, r#"["/prod"]"#)
-            + &integration("hr-sync", OTHER_KEY, r#"["/prod-admin"]"#)),
-        "",
-        "",
-    );
-    let gw = start(&cfg).await;
+    let gw = ready_gateway(
+        &prod_only(&prod)
+            .route(route("/prod"))
+            .route(route("/prod-admin"))
+            .integration(
+                IntegrationToml::new("erp-invoices")
+                    .key(DEMO_API_KEY)
+                    .routes(&["/prod"]),
+            )
+            .integration(
+                IntegrationToml::new("hr-sync")
+                    .key(OTHER_KEY)
+                    .routes(&["/prod-admin"]),
+            ),
+    )
+    .await;
     let http = Http::new();
-    let url = |p: &str| format!("http://{}{p}", gw.addr());
+    let url = |p: &str| proxy_url(&gw, p);
 
     let r = get_with_key(&http, &url("/prod/api/invoices/1"), DEMO_API_KEY).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
@@ -173,22 +132,25 @@ async fn integrations_are_recognised_by_key_and_limited_to_their_routes() {
 #[tokio::test]
 async fn address_only_integrations_and_allow_ips() {
     let prod = mock("prod").await;
-    let cfg = toml(
-        &prod,
-        &(route("/prod", "") + &route("/prod-net", "")),
-        &format!(
-            "[[integrations]]\nname = \"batch\"\nallow_ips = [\"127.0.0.0/8\"]\nroutes = [\"/prod\"]\n\
-             [[integrations]]\nname = \"remote\"\n{}\nallow_ips = [\"10.9.0.0/16\"]\nroutes = [\"/prod-net\"]\n",
-            hash_key_line(OTHER_KEY)
-        ),
-        "",
-        "",
-    );
-    let gw = start(&cfg).await;
+    let gw = ready_gateway(
+        &prod_only(&prod)
+            .route(route("/prod"))
+            .route(route("/prod-net"))
+            .integration(
+                IntegrationToml::new("batch")
+                    .allow_ips(&["127.0.0.0/8"])
+                    .routes(&["/prod"]),
+            )
+            .integration(
+                IntegrationToml::new("remote")
+                    .key(OTHER_KEY)
+                    .allow_ips(&["10.9.0.0/16"])
+                    .routes(&["/prod-net"]),
+            ),
+    )
+    .await;
     let http = Http::new();
-    let r = http
-        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -197,7 +159,7 @@ async fn address_only_integrations_and_allow_ips() {
     );
     let r = get_with_key(
         &http,
-        &format!("http://{}/prod-net/api/invoices/1", gw.addr()),
+        &proxy_url(&gw, "/prod-net/api/invoices/1"),
         OTHER_KEY,
     )
     .await;
@@ -214,19 +176,20 @@ async fn address_only_integrations_and_allow_ips() {
 #[tokio::test]
 async fn passthrough_forwards_the_legacy_key_and_blocked_answers_403() {
     let prod = mock("prod").await;
-    let cfg = toml(
-        &prod,
-        &(route("/prod", "mode = \"passthrough\"")
-            + &route("/old", "mode = \"blocked\"\nblocked_message = \"the AP export moved to /prod on 2026-10-01\"")),
-        "",
-        "",
-        "",
-    );
-    let gw = start(&cfg).await;
+    let gw = ready_gateway(
+        &prod_only(&prod)
+            .route(route("/prod").mode("passthrough"))
+            .route(
+                route("/old")
+                    .mode("blocked")
+                    .blocked_message("the AP export moved to /prod on 2026-10-01"),
+            ),
+    )
+    .await;
     let http = Http::new();
     let r = http
         .get(
-            &format!("http://{}/prod/api/invoices/1", gw.addr()),
+            &proxy_url(&gw, "/prod/api/invoices/1"),
             &[
                 ("x-coupa-api-key", DEMO_API_KEY),
                 ("connection", "keep-alive"),
@@ -242,9 +205,7 @@ async fn passthrough_forwards_the_legacy_key_and_blocked_answers_403() {
     );
     assert!(seen.header("connection").is_none());
 
-    let r = http
-        .get(&format!("http://{}/old/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = http.get(&proxy_url(&gw, "/old/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.json()["error"], "route_blocked");
     assert_eq!(
@@ -261,17 +222,18 @@ async fn passthrough_forwards_the_legacy_key_and_blocked_answers_403() {
 #[tokio::test]
 async fn phase_flip_under_load_loses_no_request() {
     let prod = mock("prod").await;
-    let integ = integration("erp", DEMO_API_KEY, r#"["/prod"]"#);
-    let passthrough = toml(
-        &prod,
-        &route("/prod", "mode = \"passthrough\""),
-        &integ,
-        "",
-        "",
-    );
-    let oauth = toml(&prod, &route("/prod", "mode = \"oauth\""), &integ, "", "");
-    let gw = start(&passthrough).await;
-    let url = format!("http://{}/prod/api/suppliers/1", gw.addr());
+    let with_mode = |mode: &str| {
+        prod_only(&prod)
+            .route(route("/prod").mode(mode))
+            .integration(
+                IntegrationToml::new("erp")
+                    .key(DEMO_API_KEY)
+                    .routes(&["/prod"]),
+            )
+    };
+    let (passthrough, oauth) = (with_mode("passthrough"), with_mode("oauth"));
+    let gw = ready_gateway(&passthrough).await;
+    let url = proxy_url(&gw, "/prod/api/suppliers/1");
     let ok = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
@@ -299,7 +261,7 @@ async fn phase_flip_under_load_loses_no_request() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         seen.extend(prod.requests());
         let next = if i % 2 == 0 { &oauth } else { &passthrough };
-        let applied = gw.reload(config(next)).await.expect("reload applies");
+        let applied = gw.reload(next.config()).await.expect("reload applies");
         assert!(
             applied.new_tokens.is_empty(),
             "unchanged client keeps its token cell"
@@ -330,45 +292,23 @@ async fn phase_flip_under_load_loses_no_request() {
         .all(|r| r.header("authorization").is_some() != r.header("x-coupa-api-key").is_some()));
 }
 
-struct TempConfig(PathBuf);
-
-impl TempConfig {
-    fn new(tag: &str, text: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("coupa-gateway-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let t = TempConfig(dir.join("proxy.toml"));
-        t.write(text);
-        t
-    }
-    fn write(&self, text: &str) {
-        // Secrets come from the environment in real files; tests inline them.
-        let text = text.replace("${PROD_SECRET}", PROD_SECRET);
-        std::fs::write(&self.0, text).unwrap();
-    }
-}
-
-impl Drop for TempConfig {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
-    }
-}
-
 #[tokio::test]
 async fn a_broken_config_file_leaves_the_old_one_serving() {
     let prod = mock("prod").await;
-    let good = toml(&prod, &route("/prod", ""), "", "", "");
-    let file = TempConfig::new("broken", &good);
-    let mut gw = Gateway::start(Config::from_file(&file.0).unwrap())
+    let good = prod_only(&prod).route(route("/prod"));
+    let dir = TempDir::new("broken");
+    let file = dir.file("proxy.toml", &good.build_for_file());
+    let mut gw = Gateway::start(Config::from_file(&file).unwrap())
         .await
         .unwrap();
     assert!(gw.wait_ready(Duration::from_secs(10)).await);
-    gw.watch_config(file.0.clone());
+    gw.watch_config(file.clone());
     let http = Http::new();
-    let url = format!("http://{}/prod/api/invoices/1", gw.addr());
+    let url = proxy_url(&gw, "/prod/api/invoices/1");
 
     // A typo in a route: the watcher notices, validation fails, the old config keeps serving.
-    file.write(&good.replace("client = \"prod-main\"", "client = \"prod-mian\""));
+    let typo = good.clone().map_route("/prod", |r| r.client("prod-mian"));
+    dir.file("proxy.toml", &typo.build_for_file());
     let mut last_error = Value::Null;
     for _ in 0..300 {
         last_error = status(&gw).await["reload"]["last_error"].clone();
@@ -392,10 +332,10 @@ async fn a_broken_config_file_leaves_the_old_one_serving() {
     );
 
     // Fixed again, with a second route: applied without a restart.
-    file.write(&(good.clone() + &route("/prod2", "")));
+    dir.file("proxy.toml", &good.route(route("/prod2")).build_for_file());
     assert!(
         eventually_async(Duration::from_secs(10), || async {
-            http.get(&format!("http://{}/prod2/api/invoices/1", gw.addr()), &[])
+            http.get(&proxy_url(&gw, "/prod2/api/invoices/1"), &[])
                 .await
                 .status
                 == StatusCode::OK
@@ -424,31 +364,27 @@ where
 #[tokio::test]
 async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
     // Coupa keeps the old secret valid for a while after regenerating: both work here.
-    let prod = mock_with(
-        demo_instance("prod", "127.0.0.1:0".parse().unwrap())
-            .rate_limit(None)
-            .client(
-                "demo-prod-client",
-                "rotated-secret",
-                &[
-                    "core.invoice.read",
-                    "core.invoice.write",
-                    "core.supplier.read",
-                    "core.common.read",
-                ],
-            ),
-    )
+    let prod = mock_with(mock_config("prod").client(
+        "demo-prod-client",
+        "rotated-secret",
+        &[
+            "core.invoice.read",
+            "core.invoice.write",
+            "core.supplier.read",
+            "core.common.read",
+        ],
+    ))
     .await;
-    let before = toml(&prod, &route("/prod", ""), "", "", "");
-    let gw = start(&before).await;
+    let before = prod_only(&prod).route(route("/prod"));
+    let gw = ready_gateway(&before).await;
     let http = Http::new();
-    let url = format!("http://{}/prod/api/invoices/1", gw.addr());
+    let url = proxy_url(&gw, "/prod/api/invoices/1");
     assert_eq!(http.get(&url, &[]).await.status, StatusCode::OK);
     let old_token = last_authorization(&prod);
 
-    let rotated = before.replace("${PROD_SECRET}", "rotated-secret");
+    let rotated = (before.clone()).map_client("prod-main", |c| c.secret("rotated-secret"));
     let applied = gw
-        .reload(config(&rotated))
+        .reload(rotated.config())
         .await
         .expect("rotated secret reloads");
     assert_eq!(applied.new_tokens, vec!["prod-main".to_string()]);
@@ -460,8 +396,8 @@ async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
     );
 
     // A secret Coupa rejects: the reload is refused with the reason; the running one stays.
-    let bad = before.replace("${PROD_SECRET}", "typo-secret");
-    let err = gw.reload(config(&bad)).await.expect_err("refused");
+    let bad = before.map_client("prod-main", |c| c.secret("typo-secret"));
+    let err = gw.reload(bad.config()).await.expect_err("refused");
     assert!(
         err.contains("clients.prod-main") && err.contains("invalid_client"),
         "{err}"
@@ -471,11 +407,8 @@ async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
     assert_eq!(last_authorization(&prod), new_token);
 
     // Listener changes need a restart: reported, not silently ignored.
-    let moved = rotated.replace(
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-        "[admin]\nlisten = \"127.0.0.1:1\"",
-    );
-    let applied = gw.reload(config(&moved)).await.unwrap();
+    let moved = rotated.admin_listen("127.0.0.1:1");
+    let applied = gw.reload(moved.config()).await.unwrap();
     assert_eq!(
         applied.restart_required.len(),
         1,
@@ -493,19 +426,12 @@ async fn a_changed_secret_gets_a_fresh_token_and_a_bad_one_is_refused() {
 #[tokio::test]
 async fn enforce_mode_names_the_missing_scope_without_calling_coupa() {
     let prod = mock("prod").await;
-    let cfg = toml(
-        &prod,
-        &route("/prod", "scope_check = \"enforce\""),
-        "",
-        "",
-        "",
-    );
-    let gw = start(&cfg).await;
+    let gw = ready_gateway(&prod_only(&prod).route(route("/prod").scope_check("enforce"))).await;
     let http = Http::new();
     let r = http
         .request(
             Method::PUT,
-            &format!("http://{}/prod/api/suppliers/1", gw.addr()),
+            &proxy_url(&gw, "/prod/api/suppliers/1"),
             &[("content-type", "application/json")],
             r#"{"name":"Acme"}"#,
         )
@@ -524,7 +450,7 @@ async fn enforce_mode_names_the_missing_scope_without_calling_coupa() {
     assert!(prod.requests().is_empty());
     // What the client has passes.
     let r = http
-        .get(&format!("http://{}/prod/api/suppliers/1", gw.addr()), &[])
+        .get(&proxy_url(&gw, "/prod/api/suppliers/1"), &[])
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
@@ -532,27 +458,26 @@ async fn enforce_mode_names_the_missing_scope_without_calling_coupa() {
 #[tokio::test]
 async fn passthrough_traffic_shows_which_scopes_to_tick() {
     let prod = mock("prod").await;
-    let cfg = toml(
-        &prod,
-        &route("/prod", "mode = \"passthrough\""),
-        &integration("erp", DEMO_API_KEY, r#"["/prod"]"#),
-        "",
-        "",
-    );
-    let gw = start(&cfg).await;
+    let gw = ready_gateway(
+        &prod_only(&prod)
+            .route(route("/prod").mode("passthrough"))
+            .integration(
+                IntegrationToml::new("erp")
+                    .key(DEMO_API_KEY)
+                    .routes(&["/prod"]),
+            ),
+    )
+    .await;
     let http = Http::new();
     let key = [("x-coupa-api-key", DEMO_API_KEY)];
     for _ in 0..3 {
-        http.get(
-            &format!("http://{}/prod/api/invoices?limit=1", gw.addr()),
-            &key,
-        )
-        .await;
+        http.get(&proxy_url(&gw, "/prod/api/invoices?limit=1"), &key)
+            .await;
     }
     let r = http
         .request(
             Method::PUT,
-            &format!("http://{}/prod/api/users/2", gw.addr()),
+            &proxy_url(&gw, "/prod/api/users/2"),
             &[key[0], ("content-type", "application/json")],
             "{}",
         )
@@ -580,21 +505,23 @@ async fn passthrough_traffic_shows_which_scopes_to_tick() {
 #[tokio::test]
 async fn report_verdicts_follow_the_traffic() {
     let prod = mock("prod").await;
-    let integ = integration("erp", DEMO_API_KEY, r#"["/prod"]"#);
-    let window = "[migration]\nrevoke_after = \"1s\"\n";
-    let passthrough = toml(
-        &prod,
-        &route("/prod", "mode = \"passthrough\""),
-        &integ,
-        "",
-        window,
-    );
-    let oauth = toml(&prod, &route("/prod", ""), &integ, "", window);
-    let gw = start(&passthrough).await;
+    let with_route = |route: RouteToml| {
+        prod_only(&prod)
+            .route(route)
+            .integration(
+                IntegrationToml::new("erp")
+                    .key(DEMO_API_KEY)
+                    .routes(&["/prod"]),
+            )
+            .table("[migration]\nrevoke_after = \"1s\"")
+    };
+    let passthrough = with_route(route("/prod").mode("passthrough"));
+    let oauth = with_route(route("/prod"));
+    let gw = ready_gateway(&passthrough).await;
     let http = Http::new();
     let call = || async {
         http.get(
-            &format!("http://{}/prod/api/invoices/1", gw.addr()),
+            &proxy_url(&gw, "/prod/api/invoices/1"),
             &[("x-coupa-api-key", DEMO_API_KEY)],
         )
         .await
@@ -605,7 +532,7 @@ async fn report_verdicts_follow_the_traffic() {
 
     assert_eq!(call().await, StatusCode::OK);
     assert_eq!(verdict().await, "not_migrated");
-    gw.reload(config(&oauth)).await.unwrap();
+    gw.reload(oauth.config()).await.unwrap();
     assert_eq!(call().await, StatusCode::OK);
     assert_eq!(verdict().await, "migrated");
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -613,7 +540,7 @@ async fn report_verdicts_follow_the_traffic() {
 
     // The readable report says the same.
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coupa-gateway"))
-        .args(["report", "--admin", &format!("http://{}", gw.admin_addr())])
+        .args(["report", "--admin", &admin_url(&gw, "")])
         .output()
         .await
         .unwrap();
@@ -627,7 +554,7 @@ async fn report_verdicts_follow_the_traffic() {
     assert!(text.contains("prod-main (instance prod)"), "{text}");
 
     // Rolled back: not migrated again, instantly.
-    gw.reload(config(&passthrough)).await.unwrap();
+    gw.reload(passthrough.config()).await.unwrap();
     assert_eq!(call().await, StatusCode::OK);
     assert_eq!(verdict().await, "not_migrated");
 }
@@ -659,27 +586,22 @@ async fn hash_key_prints_the_line_the_gateway_matches() {
 async fn a_removed_client_is_dropped_with_its_refresher() {
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let both = two_instance_toml(&prod.url(), &test.url(), "");
-    let gw = Gateway::start(config(&both)).await.unwrap();
-    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let gw = ready_gateway(&GatewayToml::two_instances(&prod.url(), &test.url())).await;
     let cell = Arc::downgrade(&gw.shared().runtime.load().tokens["test-main"]);
-    let prod_only = both.split("[instances.test]").next().unwrap().to_string()
-        + &both
-            [both.find("[clients.prod-main]").unwrap()..both.find("[clients.test-main]").unwrap()]
-        + "[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\nclient = \"prod-main\"\n";
-    gw.reload(config(&prod_only)).await.expect("reload applies");
+    let prod_only = GatewayToml::prod(&prod.url());
+    gw.reload(prod_only.config()).await.expect("reload applies");
     // The refresher sleeps ~20 h until its next refresh; it must not keep the cell alive.
     assert!(
         eventually(Duration::from_secs(2), || cell.upgrade().is_none()).await,
         "the removed client's token cell is still alive"
     );
     let r = Http::new()
-        .get(&format!("http://{}/test/api/invoices/1", gw.addr()), &[])
+        .get(&proxy_url(&gw, "/test/api/invoices/1"), &[])
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(
         Http::new()
-            .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
+            .get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
             .await
             .status,
         StatusCode::OK
@@ -695,14 +617,17 @@ fn is_key_spelling(name: &str) -> bool {
 #[tokio::test]
 async fn the_legacy_key_is_one_header_whatever_its_spelling() {
     let prod = mock("prod").await;
-    let cfg = toml(
-        &prod,
-        &(route("/prod", "") + &route("/legacy", "mode = \"passthrough\"")),
-        &integration("erp", DEMO_API_KEY, r#"["/prod", "/legacy"]"#),
-        "",
-        "",
-    );
-    let gw = start(&cfg).await;
+    let gw = ready_gateway(
+        &prod_only(&prod)
+            .route(route("/prod"))
+            .route(route("/legacy").mode("passthrough"))
+            .integration(
+                IntegrationToml::new("erp")
+                    .key(DEMO_API_KEY)
+                    .routes(&["/prod", "/legacy"]),
+            ),
+    )
+    .await;
     let get = |prefix: &str, head: &str| {
         format!(
             "GET {prefix}/api/invoices/1 HTTP/1.1\r\nHost: gw\r\n{head}Connection: close\r\n\r\n"

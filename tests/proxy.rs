@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use coupa_gateway::net::server::Gateway;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
@@ -62,7 +61,7 @@ async fn query_strings_reach_coupa_byte_for_byte() {
 #[tokio::test]
 async fn raw_json_quotes_in_queries_are_accepted_and_percent_encoded() {
     let env = Env::start().await;
-    // What string-concatenating scripts send (docs/coupa-api.md §11). hyper alone answers 400; the
+    // What string-concatenating scripts send (COUPA-API.md §11). hyper alone answers 400; the
     // gateway encodes only the bytes the URI grammar forbids (`"` `<` `>` here) and keeps every
     // other byte, existing escapes included.
     let sent = r#"/prod/api/coupa_pay/payments?exported=false&fields=["id",{"pay_from_account":["id",{"currency":["code"]}]}]&pay_to_account[type]=CoupaPay::SupplierPaymentAccount&status[in]=a,b&q=<x>%2B"#;
@@ -217,30 +216,18 @@ async fn upstream_down_is_502() {
     let token_mock = mock("prod").await;
     let dead = dead_addr().await;
     // Tokens come from a live mock; the API host itself refuses connections.
-    let toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[instances.prod]
-url = "http://{dead}"
-token_url = "{}/oauth2/token"
-[clients.prod-main]
-instance = "prod"
-client_id = "demo-prod-client"
-client_secret = "${{PROD_SECRET}}"
-scopes = ["core.invoice.read"]
-[[routes]]
-prefix = "/prod"
-instance = "prod"
-"#,
-        token_mock.url()
-    );
-    let gw = Gateway::start(config(&toml)).await.unwrap();
-    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let gw = ready_gateway(
+        &GatewayToml::new()
+            .instance("prod", &format!("http://{dead}"))
+            .map_instance("prod", |i| {
+                (i.default_rate_limit()).token_url(&format!("{}/oauth2/token", token_mock.url()))
+            })
+            .client(ClientToml::prod().scopes(&["core.invoice.read"]))
+            .route(RouteToml::new("/prod").instance("prod")),
+    )
+    .await;
     let r = Http::new()
-        .get(&format!("http://{}/prod/api/invoices", gw.addr()), &[])
+        .get(&proxy_url(&gw, "/prod/api/invoices"), &[])
         .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_unreachable");
@@ -250,16 +237,15 @@ instance = "prod"
 async fn upstream_slow_is_504() {
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let toml = two_instance_toml(&prod.url(), &test.url(), "").replace(
-        "client = \"prod-main\"\n",
-        "client = \"prod-main\"\ntimeout = \"300ms\"\n",
-    );
-    let gw = Gateway::start(config(&toml)).await.unwrap();
-    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let gw = ready_gateway(
+        &GatewayToml::two_instances(&prod.url(), &test.url())
+            .map_route("/prod", |r| r.timeout("300ms")),
+    )
+    .await;
     prod.faults().set_api_delay(Duration::from_secs(3));
     let started = std::time::Instant::now();
     let r = Http::new()
-        .get(&format!("http://{}/prod/api/invoices", gw.addr()), &[])
+        .get(&proxy_url(&gw, "/prod/api/invoices"), &[])
         .await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_timeout");
@@ -269,7 +255,7 @@ async fn upstream_slow_is_504() {
     );
     // The other route has the default timeout and is unaffected.
     let r = Http::new()
-        .get(&format!("http://{}/test/api/invoices/1", gw.addr()), &[])
+        .get(&proxy_url(&gw, "/test/api/invoices/1"), &[])
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
@@ -411,20 +397,15 @@ async fn burst_of_fresh_connections(addr: std::net::SocketAddr, count: usize) ->
 async fn every_worker_serves_and_a_reload_cannot_change_their_number() {
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let text = two_instance_toml(&prod.url(), &test.url(), "")
-        .replace("[server]\n", "[server]\nworkers = 3\n");
-    let gw = Gateway::start(config(&text)).await.expect("starts");
-    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let three = GatewayToml::two_instances(&prod.url(), &test.url()).server("workers = 3");
+    let gw = ready_gateway(&three).await;
     let statuses = burst_of_fresh_connections(gw.addr(), 30).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
 
     // New connections go to the worker holding the fewest: six open ones, two each. Closed
     // ones are counted out again.
     let open_per_worker = || async {
-        let metrics = Http::new()
-            .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
-            .await
-            .text();
+        let metrics = metrics(&gw).await;
         (0..3)
             .map(|w| {
                 let line = format!("coupa_gateway_connections_open{{worker=\"{w}\"}} ");
@@ -475,10 +456,10 @@ async fn every_worker_serves_and_a_reload_cannot_change_their_number() {
 
     // One worker fewer and new outbound settings (so new pooled clients are built): the worker
     // count is a restart-only setting, and the three running workers keep their clients.
-    let fewer = text
-        .replace("workers = 3", "workers = 2")
-        .replace("[admin]", "[upstream]\nconnect_timeout = \"3s\"\n[admin]");
-    let applied = gw.reload(config(&fewer)).await.expect("reload applies");
+    let fewer = GatewayToml::two_instances(&prod.url(), &test.url())
+        .server("workers = 2")
+        .upstream_connect_timeout("3s");
+    let applied = gw.reload(fewer.config()).await.expect("reload applies");
     assert_eq!(
         applied.restart_required,
         ["server.workers (3 -> 2)"],

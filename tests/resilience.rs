@@ -9,67 +9,18 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use coupa_gateway::commands::demo_instance;
-use coupa_gateway::mock::{MockCoupa, MockRateLimit};
 use coupa_gateway::net::server::Gateway;
+use coupa_mock::MockRateLimit;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// One instance, one oauth route `/prod`; `instance_extra` and `server` go into their tables.
-fn toml(prod: &MockCoupa, instance_extra: &str, server: &str, client_extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{server}
-[admin]
-listen = "127.0.0.1:0"
-[instances.prod]
-url = "{url}"
-{instance_extra}
-[clients.prod-main]
-instance = "prod"
-client_id = "demo-prod-client"
-client_secret = "${{PROD_SECRET}}"
-scopes = ["core.invoice.read", "core.invoice.write", "core.supplier.read", "core.common.read"]
-{client_extra}
-[[routes]]
-prefix = "/prod"
-instance = "prod"
-client = "prod-main"
-"#,
-        url = prod.url()
-    )
-}
-
-const NO_LIMIT: &str = "rate_limit = { enabled = false }";
-
-async fn start(cfg: &str) -> Gateway {
-    let gw = Gateway::start(config(cfg)).await.expect("gateway starts");
-    assert!(
-        gw.wait_ready(Duration::from_secs(10)).await,
-        "gateway not ready"
-    );
-    gw
-}
-
-async fn metrics(gw: &Gateway) -> String {
-    Http::new()
-        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
-        .await
-        .text()
-}
-
-fn url(gw: &Gateway, path: &str) -> String {
-    format!("http://{}{path}", gw.addr())
-}
 
 #[tokio::test]
 async fn a_revoked_token_is_replaced_once_and_the_request_replayed() {
     let prod = mock("prod").await;
-    let gw = start(&toml(&prod, NO_LIMIT, "", "token_warmup = \"0s\"")).await;
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url()).token_warmup("0s")).await;
     let http = Http::new();
     assert_eq!(
-        http.get(&url(&gw, "/prod/api/invoices/1"), &[])
+        http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
             .await
             .status,
         StatusCode::OK
@@ -80,7 +31,7 @@ async fn a_revoked_token_is_replaced_once_and_the_request_replayed() {
     // A burst of requests all meet the 401: one token request serves them all.
     let mut tasks = Vec::new();
     for i in 0..12 {
-        let (http, u) = (http.clone(), url(&gw, "/prod/api/invoices/1"));
+        let (http, u) = (http.clone(), proxy_url(&gw, "/prod/api/invoices/1"));
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
                 http.get(&u, &[]).await.status
@@ -116,9 +67,9 @@ async fn a_revoked_token_is_replaced_once_and_the_request_replayed() {
 #[tokio::test]
 async fn a_replay_carries_the_same_rewritten_head_with_the_new_token() {
     let prod = mock("prod").await;
-    let gw = start(&toml(&prod, NO_LIMIT, "", "token_warmup = \"0s\"")).await;
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url()).token_warmup("0s")).await;
     let http = Http::new();
-    let u = url(&gw, "/prod/api/invoices/1");
+    let u = proxy_url(&gw, "/prod/api/invoices/1");
     assert_eq!(http.get(&u, &[]).await.status, StatusCode::OK);
     prod.faults().revoke_all_tokens();
     prod.clear_requests();
@@ -155,7 +106,7 @@ async fn a_replay_carries_the_same_rewritten_head_with_the_new_token() {
         assert_eq!(r.header("accept"), Some("application/json"));
         assert_eq!(r.target, "/api/invoices/1");
     }
-    let without_token = |r: &coupa_gateway::mock::RecordedRequest| {
+    let without_token = |r: &coupa_mock::RecordedRequest| {
         let mut h = r.headers.clone();
         h.remove("authorization");
         h
@@ -166,12 +117,11 @@ async fn a_replay_carries_the_same_rewritten_head_with_the_new_token() {
 #[tokio::test]
 async fn a_large_body_is_not_replayed_but_the_next_request_gets_a_new_token() {
     let prod = mock("prod").await;
-    let gw = start(&toml(
-        &prod,
-        NO_LIMIT,
-        "retry_body_limit = 1024",
-        "token_warmup = \"0s\"",
-    ))
+    let gw = ready_gateway(
+        &GatewayToml::prod(&prod.url())
+            .server("retry_body_limit = 1024")
+            .token_warmup("0s"),
+    )
     .await;
     let http = Http::new();
     prod.faults().revoke_all_tokens();
@@ -179,7 +129,7 @@ async fn a_large_body_is_not_replayed_but_the_next_request_gets_a_new_token() {
     let r = http
         .request(
             Method::POST,
-            &url(&gw, "/prod/api/invoices/1/attachments"),
+            &proxy_url(&gw, "/prod/api/invoices/1/attachments"),
             &[("content-type", "application/octet-stream")],
             big,
         )
@@ -194,7 +144,7 @@ async fn a_large_body_is_not_replayed_but_the_next_request_gets_a_new_token() {
         "the rejected token was not replaced"
     );
     assert_eq!(
-        http.get(&url(&gw, "/prod/api/invoices/1"), &[])
+        http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
             .await
             .status,
         StatusCode::OK
@@ -208,12 +158,9 @@ async fn a_401_inside_the_warm_up_waits_instead_of_re_minting() {
     // Coupa refuses tokens for their first 600 ms; the gateway's warm-up is 1 s.
     prod.faults()
         .set_token_activation_delay(Duration::from_millis(600));
-    let gw = Gateway::start(config(&toml(&prod, NO_LIMIT, "", "token_warmup = \"1s\"")))
-        .await
-        .unwrap();
-    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url()).token_warmup("1s")).await;
     let r = Http::new()
-        .get(&url(&gw, "/prod/api/invoices/1"), &[])
+        .get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(
@@ -232,12 +179,9 @@ async fn requests_over_the_rate_wait_their_turn_instead_of_collecting_429s() {
             .rate_limit(Some(MockRateLimit::new(20.0, 5)))
     };
     let prod = mock_with(limited()).await;
-    let gw = start(&toml(
-        &prod,
-        "rate_limit = { per_second = 16, burst = 4, max_queue_wait = \"10s\" }",
-        "",
-        "",
-    ))
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url()).map_instance("prod", |i| {
+        i.rate_limit("{ per_second = 16, burst = 4, max_queue_wait = \"10s\" }")
+    }))
     .await;
     let started = Instant::now();
     let statuses = burst(&gw, 30).await;
@@ -254,7 +198,7 @@ async fn requests_over_the_rate_wait_their_turn_instead_of_collecting_429s() {
 
     // Without the gateway's limiter, the same burst collects 429s: the test can fail.
     let prod = mock_with(limited()).await;
-    let gw = start(&toml(&prod, NO_LIMIT, "", "")).await;
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url())).await;
     let statuses = burst(&gw, 30).await;
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS));
 }
@@ -262,7 +206,7 @@ async fn requests_over_the_rate_wait_their_turn_instead_of_collecting_429s() {
 async fn burst(gw: &Gateway, n: usize) -> Vec<StatusCode> {
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let u = url(gw, "/prod/api/suppliers/1");
+        let u = proxy_url(gw, "/prod/api/suppliers/1");
         tasks.push(tokio::spawn(async move {
             Http::new().get(&u, &[]).await.status
         }));
@@ -277,12 +221,9 @@ async fn burst(gw: &Gateway, n: usize) -> Vec<StatusCode> {
 #[tokio::test]
 async fn beyond_the_queue_wait_the_gateway_answers_429_itself() {
     let prod = mock("prod").await;
-    let gw = start(&toml(
-        &prod,
-        "rate_limit = { per_second = 2, burst = 1, max_queue_wait = \"100ms\" }",
-        "",
-        "",
-    ))
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url()).map_instance("prod", |i| {
+        i.rate_limit("{ per_second = 2, burst = 1, max_queue_wait = \"100ms\" }")
+    }))
     .await;
     let statuses = burst(&gw, 4).await;
     assert_eq!(
@@ -291,7 +232,7 @@ async fn beyond_the_queue_wait_the_gateway_answers_429_itself() {
         "{statuses:?}"
     );
     let r = Http::new()
-        .get(&url(&gw, "/prod/api/suppliers/1"), &[])
+        .get(&proxy_url(&gw, "/prod/api/suppliers/1"), &[])
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.json()["error"], "rate_limited");
@@ -307,17 +248,20 @@ async fn beyond_the_queue_wait_the_gateway_answers_429_itself() {
 #[tokio::test]
 async fn coupa_429s_pass_through_with_retry_after_and_slow_the_instance() {
     let prod = mock("prod").await;
-    let gw = start(&toml(&prod, "", "", "")).await;
+    let gw = ready_gateway(
+        &GatewayToml::prod(&prod.url()).map_instance("prod", InstanceToml::default_rate_limit),
+    )
+    .await;
     let http = Http::new();
     prod.faults().fail_api_with(Some(429));
-    let r = http.get(&url(&gw, "/prod/api/invoices/1"), &[]).await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(
         r.headers.contains_key("retry-after"),
         "the gateway adds a Retry-After Coupa did not send"
     );
     prod.faults().set_retry_after(Some(2));
-    let r = http.get(&url(&gw, "/prod/api/invoices/1"), &[]).await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(
         r.headers["retry-after"], "2",
         "Coupa's own Retry-After is kept"
@@ -326,7 +270,7 @@ async fn coupa_429s_pass_through_with_retry_after_and_slow_the_instance() {
     prod.faults().fail_api_with(None);
     let started = Instant::now();
     assert_eq!(
-        http.get(&url(&gw, "/prod/api/invoices/1"), &[])
+        http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
             .await
             .status,
         StatusCode::OK
@@ -347,12 +291,8 @@ async fn permanent_token_errors_back_off_for_minutes_transient_ones_retry() {
     bad.faults().fail_token_with(Some((401, "invalid_client")));
     let flaky = mock("prod").await;
     flaky.faults().fail_token_with(Some((500, "server_error")));
-    let g1 = Gateway::start(config(&toml(&bad, NO_LIMIT, "", "")))
-        .await
-        .unwrap();
-    let g2 = Gateway::start(config(&toml(&flaky, NO_LIMIT, "", "")))
-        .await
-        .unwrap();
+    let g1 = gateway(&GatewayToml::prod(&bad.url())).await;
+    let g2 = gateway(&GatewayToml::prod(&flaky.url())).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(
         bad.stats().token_requests,
@@ -363,10 +303,7 @@ async fn permanent_token_errors_back_off_for_minutes_transient_ones_retry() {
         flaky.stats().token_requests >= 2,
         "transient failures retry within seconds"
     );
-    let status = Http::new()
-        .get(&format!("http://{}/status", g1.admin_addr()), &[])
-        .await
-        .json();
+    let status = status(&g1).await;
     let next = status["clients"][0]["next_refresh_in_s"].as_u64().unwrap();
     assert!(
         next >= 40,
@@ -378,20 +315,15 @@ async fn permanent_token_errors_back_off_for_minutes_transient_ones_retry() {
 
 #[tokio::test]
 async fn token_expired_while_the_endpoint_is_down_gives_503_then_recovers() {
-    let prod = mock_with(
-        demo_instance("prod", "127.0.0.1:0".parse().unwrap())
-            .rate_limit(None)
-            .expires_in(2),
-    )
-    .await;
-    let gw = start(&toml(&prod, NO_LIMIT, "", "token_warmup = \"0s\"")).await;
+    let prod = mock_with(mock_config("prod").expires_in(2)).await;
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url()).token_warmup("0s")).await;
     prod.faults()
         .fail_token_with(Some((503, "temporarily_unavailable")));
     let http = Http::new();
     // The 2 s token stops being sent at 1.8 s; refreshes keep failing.
     let mut saw_503 = false;
     for _ in 0..100 {
-        let r = http.get(&url(&gw, "/prod/api/invoices/1"), &[]).await;
+        let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
         if r.status == StatusCode::SERVICE_UNAVAILABLE {
             assert_eq!(r.json()["error"], "token_unavailable");
             assert!(r.headers.contains_key("retry-after"));
@@ -408,7 +340,7 @@ async fn token_expired_while_the_endpoint_is_down_gives_503_then_recovers() {
         "no recovery without a restart"
     );
     assert_eq!(
-        http.get(&url(&gw, "/prod/api/invoices/1"), &[])
+        http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
             .await
             .status,
         StatusCode::OK
@@ -418,18 +350,17 @@ async fn token_expired_while_the_endpoint_is_down_gives_503_then_recovers() {
 #[tokio::test]
 async fn body_and_concurrency_limits() {
     let prod = mock("prod").await;
-    let gw = start(&toml(
-        &prod,
-        NO_LIMIT,
-        "max_body_bytes = \"1KiB\"\nmax_concurrent_requests = 1",
-        "",
-    ))
+    let gw = ready_gateway(
+        &GatewayToml::prod(&prod.url())
+            .server("max_body_bytes = \"1KiB\"")
+            .server("max_concurrent_requests = 1"),
+    )
     .await;
     let http = Http::new();
     let r = http
         .request(
             Method::POST,
-            &url(&gw, "/prod/api/invoices"),
+            &proxy_url(&gw, "/prod/api/invoices"),
             &[("content-type", "application/json")],
             vec![b'x'; 2048],
         )
@@ -440,16 +371,16 @@ async fn body_and_concurrency_limits() {
 
     prod.faults().set_api_delay(Duration::from_millis(800));
     let slow = {
-        let u = url(&gw, "/prod/api/invoices/1");
+        let u = proxy_url(&gw, "/prod/api/invoices/1");
         tokio::spawn(async move { Http::new().get(&u, &[]).await.status })
     };
     assert!(eventually(Duration::from_secs(5), || prod.stats().api_requests >= 1).await);
-    let r = http.get(&url(&gw, "/prod/api/invoices/2"), &[]).await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/2"), &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json()["error"], "overloaded");
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
     assert_eq!(
-        http.get(&url(&gw, "/prod/api/invoices/2"), &[])
+        http.get(&proxy_url(&gw, "/prod/api/invoices/2"), &[])
             .await
             .status,
         StatusCode::OK,
@@ -460,12 +391,12 @@ async fn body_and_concurrency_limits() {
 #[tokio::test]
 async fn oversized_headers_and_slow_headers_are_cut_off() {
     let prod = mock("prod").await;
-    let gw = start(&toml(
-        &prod,
-        NO_LIMIT,
-        "max_header_bytes = \"16KiB\"\nheader_timeout = \"1s\"\nidle_timeout = \"1s\"",
-        "",
-    ))
+    let gw = ready_gateway(
+        &GatewayToml::prod(&prod.url())
+            .server("max_header_bytes = \"16KiB\"")
+            .server("header_timeout = \"1s\"")
+            .server("idle_timeout = \"1s\""),
+    )
     .await;
     let huge = "a".repeat(20 * 1024);
     let (status, _) = raw(gw.addr(), &format!("GET /prod/api/invoices/1 HTTP/1.1\r\nHost: gw\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n")).await;
@@ -487,7 +418,7 @@ async fn oversized_headers_and_slow_headers_are_cut_off() {
 #[tokio::test]
 async fn smuggling_shapes_and_foreign_absolute_targets_are_refused() {
     let prod = mock("prod").await;
-    let gw = start(&toml(&prod, NO_LIMIT, "", "")).await;
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url())).await;
     let (status, text) = raw(
         gw.addr(),
         "POST /prod/api/invoices HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -512,7 +443,7 @@ async fn smuggling_shapes_and_foreign_absolute_targets_are_refused() {
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let prod = mock("prod").await;
-    let gw = start(&toml(&prod, NO_LIMIT, "shutdown_grace = \"5s\"", "")).await;
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url()).server("shutdown_grace = \"5s\"")).await;
     let (addr, admin) = (gw.addr(), gw.admin_addr());
     // An idle keep-alive connection (one exchange done) is closed by the drain at once, not
     // after idle_timeout (60 s) or the grace (5 s).
@@ -575,7 +506,8 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 #[tokio::test]
 async fn shutdown_grace_bounds_the_wait() {
     let prod = mock("prod").await;
-    let gw = start(&toml(&prod, NO_LIMIT, "shutdown_grace = \"300ms\"", "")).await;
+    let gw =
+        ready_gateway(&GatewayToml::prod(&prod.url()).server("shutdown_grace = \"300ms\"")).await;
     let addr = gw.addr();
     prod.faults().set_api_delay(Duration::from_secs(5));
     let slow = tokio::spawn(async move {
@@ -601,7 +533,7 @@ async fn shutdown_grace_bounds_the_wait() {
 #[tokio::test]
 async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     let prod = mock("prod").await;
-    let gw = start(&toml(&prod, NO_LIMIT, "", "")).await;
+    let gw = ready_gateway(&GatewayToml::prod(&prod.url())).await;
     let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
     s.write_all(b"POST /prod/api/invoices/1/attachments HTTP/1.1\r\nHost: gw\r\nContent-Length: 10000000\r\n\r\n").await.unwrap();
     s.write_all(&vec![b'y'; 2 * 1024 * 1024]).await.unwrap();
@@ -623,7 +555,7 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
     );
     assert_eq!(
         Http::new()
-            .get(&url(&gw, "/prod/api/invoices/1"), &[])
+            .get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
             .await
             .status,
         StatusCode::OK
@@ -633,12 +565,11 @@ async fn a_client_that_disconnects_mid_upload_leaves_nothing_behind() {
 #[tokio::test]
 async fn the_admin_port_closes_stalled_and_idle_connections_too() {
     let prod = mock("prod").await;
-    let gw = start(&toml(
-        &prod,
-        NO_LIMIT,
-        "header_timeout = \"1s\"\nidle_timeout = \"1s\"",
-        "",
-    ))
+    let gw = ready_gateway(
+        &GatewayToml::prod(&prod.url())
+            .server("header_timeout = \"1s\"")
+            .server("idle_timeout = \"1s\""),
+    )
     .await;
     let mut buf = Vec::new();
     let mut s = tokio::net::TcpStream::connect(gw.admin_addr())

@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::commands::{demo_instance, DEMO_API_KEY};
-use coupa_gateway::net::server::Gateway;
+use coupa_gateway::commands::DEMO_API_KEY;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -22,27 +21,17 @@ async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
     let (logs, _guard) = Captured::install(tracing::Level::TRACE);
 
     // The test instance also accepts a rotated secret, for the reload step.
-    let prod = mock_with(
-        demo_instance("prod", "127.0.0.1:0".parse().unwrap())
-            .rate_limit(None)
-            .expires_in(3),
-    )
+    let prod = mock_with(mock_config("prod").expires_in(3)).await;
+    let test = mock_with(mock_config("test").client(
+        "demo-test-client",
+        ROTATED,
+        &["core.invoice.read", "core.supplier.read"],
+    ))
     .await;
-    let test = mock_with(
-        demo_instance("test", "127.0.0.1:0".parse().unwrap())
-            .rate_limit(None)
-            .client(
-                "demo-test-client",
-                ROTATED,
-                &["core.invoice.read", "core.supplier.read"],
-            ),
-    )
-    .await;
-    let toml = two_instance_toml(&prod.url(), &test.url(), "token_warmup = \"0s\"");
-    let gw = Gateway::start(config(&toml)).await.unwrap();
-    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let toml = GatewayToml::two_instances(&prod.url(), &test.url()).token_warmup("0s");
+    let gw = ready_gateway(&toml).await;
     let http = Http::new();
-    let base = format!("http://{}", gw.addr());
+    let base = proxy_url(&gw, "");
     let send_all = || async {
         for path in [
             "/prod/api/invoices/1",
@@ -66,12 +55,12 @@ async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
     test.faults().revoke_all_tokens();
     send_all().await;
     // Reload with a rotated secret (new token), then a broken reload.
-    let rotated = toml.replace("${TEST_SECRET}", ROTATED);
-    gw.reload(config(&rotated))
+    let with_test_secret =
+        |secret: &str| (toml.clone()).map_client("test-main", |c| c.secret(secret));
+    gw.reload(with_test_secret(ROTATED).config())
         .await
         .expect("rotated secret reloads");
-    let wrong = toml.replace("${TEST_SECRET}", WRONG);
-    assert!(gw.reload(config(&wrong)).await.is_err());
+    assert!(gw.reload(with_test_secret(WRONG).config()).await.is_err());
     send_all().await;
     // A refresh succeeds (3 s tokens), then the endpoint starts refusing the client.
     assert!(eventually(Duration::from_secs(10), || prod.stats().tokens_issued >= 2).await);
@@ -82,14 +71,8 @@ async fn no_secret_token_or_legacy_key_in_logs_status_or_metrics() {
         .await
     );
     http.get(&format!("{base}/prod/api/invoices/1"), &[]).await;
-    let status = http
-        .get(&format!("http://{}/status", gw.admin_addr()), &[])
-        .await
-        .text();
-    let metrics = http
-        .get(&format!("http://{}/metrics", gw.admin_addr()), &[])
-        .await
-        .text();
+    let status = status_text(&gw).await;
+    let metrics = metrics(&gw).await;
     gw.shutdown();
 
     let mut tokens: Vec<String> = prod
@@ -390,30 +373,25 @@ async fn a_secret_echoed_by_the_token_endpoint_reaches_neither_logs_nor_status()
 
     let endpoint = echoing_token_endpoint().await;
     // One instance and client per echo, each with the token URL that answers with it.
-    let mut toml =
-        String::from("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let mut toml = GatewayToml::new();
     for name in ECHOES {
-        toml += &format!(
-            r#"
-[instances.{name}]
-url = "http://{endpoint}"
-token_url = "http://{endpoint}/{name}"
-rate_limit = {{ enabled = false }}
-[clients.{name}]
-instance = "{name}"
-client_id = "{ECHO_ID}"
-client_secret = "{ECHOED}"
-scopes = ["core.invoice.read"]
-[[routes]]
-prefix = "/{name}"
-instance = "{name}"
-client = "{name}"
-"#
-        );
+        toml = toml
+            .instance(name, &format!("http://{endpoint}"))
+            .map_instance(name, |i| i.token_url(&format!("http://{endpoint}/{name}")))
+            .client(
+                ClientToml::new(name, ECHO_ID)
+                    .secret(ECHOED)
+                    .scopes(&["core.invoice.read"]),
+            )
+            .route(
+                RouteToml::new(&format!("/{name}"))
+                    .instance(name)
+                    .client(name),
+            );
     }
-    let gw = Gateway::start(config(&toml)).await.unwrap();
+    let gw = gateway(&toml).await;
     let http = Http::new();
-    let status_url = format!("http://{}/status", gw.admin_addr());
+    let status_url = admin_url(&gw, "/status");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let (status_text, status) = loop {
         let r = http.get(&status_url, &[]).await;

@@ -1,151 +1,22 @@
-//! TLS on both sides and the outbound proxy, end to end on loopback: the gateway's HTTPS
-//! listener (and its reload), HTTPS upstreams trusted through `upstream.ca_file` (or not), and
-//! a tiny forward proxy written here (plain HTTP or TLS-terminating) that counts CONNECT
-//! tunnels, absolute-form requests and TLS handshakes.
+//! TLS on both sides, end to end on loopback: the gateway's HTTPS listener (and its reload),
+//! and HTTPS upstreams trusted through `upstream.ca_file` (or not). The outbound proxy, plain
+//! or over TLS, is in `egress.rs`.
 //! Certificates are made at run time with rcgen; nothing is read from the system trust store
 //! that these tests rely on.
 
 mod common;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::commands::demo_instance;
-use coupa_gateway::mock::{MockCoupa, MockTls};
 use coupa_gateway::net::server::{Gateway, StartError};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use coupa_mock::MockCoupa;
+use http::{Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-
-// ===== certificates =====
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "coupa-gateway-tls-{tag}-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A test CA, its PEM in a file, and leaves it signs for `127.0.0.1` and `localhost`.
-struct Pki {
-    dir: TempDir,
-    ca_pem: String,
-    ca_file: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A leaf certificate and key, as PEM text and as files.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    cert_file: PathBuf,
-    key_file: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir = TempDir::new(name);
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("coupa-gateway test CA {name}"));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let ca_pem = params.self_signed(&key).unwrap().pem();
-        let ca_file = dir.write("ca.pem", &ca_pem);
-        Pki {
-            dir,
-            ca_pem,
-            ca_file,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn leaf(&self, name: &str) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let cert_pem = params.signed_by(&key, &self.issuer).unwrap().pem();
-        let key_pem = key.serialize_pem();
-        Leaf {
-            cert_file: self.dir.write(&format!("{name}.crt"), &cert_pem),
-            key_file: self.dir.write(&format!("{name}.key"), &key_pem),
-            cert_pem,
-            key_pem,
-        }
-    }
-}
-
-impl Leaf {
-    fn mock_tls(&self) -> MockTls {
-        MockTls {
-            cert_pem: self.cert_pem.clone(),
-            key_pem: self.key_pem.clone(),
-        }
-    }
-
-    /// `[server.tls]` for the gateway.
-    fn server_toml(&self) -> String {
-        format!(
-            "\n[server.tls]\ncert = {:?}\nkey = {:?}\n",
-            self.cert_file, self.key_file
-        )
-    }
-}
-
-/// A rustls client configuration that trusts only `ca_pem`.
-fn trusting(ca_pem: &str) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
-}
+use tokio::net::TcpStream;
 
 /// A fresh HTTPS client (so a fresh connection and handshake) trusting only `ca_pem`.
 fn https_client(ca_pem: &str) -> reqwest::Client {
@@ -168,82 +39,26 @@ async fn https_get(ca_pem: &str, url: &str) -> Result<(StatusCode, String), Stri
     Ok((status, resp.text().await.unwrap_or_default()))
 }
 
-// ===== gateway set-up =====
-
-/// The two-instance test config plus `extra` tables at the end (`[server.tls]`, `[upstream]`).
-/// No token warm-up: reloads that re-mint would otherwise wait 5 s for it.
-fn toml_with(prod_url: &str, test_url: &str, extra: &str) -> String {
-    two_instance_toml(prod_url, test_url, "token_warmup = \"0s\"") + extra
+/// The test config, its listener serving HTTPS with `leaf`.
+fn serving_https(prod: &MockCoupa, test: &MockCoupa, leaf: &Leaf) -> GatewayToml {
+    tls_test_toml(prod, test)
+        .server_tls_cert(&leaf.cert_file)
+        .server_tls_key(&leaf.key_file)
 }
 
-/// `[upstream]` with the test CA and no proxy: a proxy in the environment the tests run in
-/// must not change what they test.
-fn upstream_toml(ca_file: Option<&Path>, proxy: &str) -> String {
-    let mut out = String::from("\n[upstream]\n");
-    if let Some(ca) = ca_file {
-        out.push_str(&format!("ca_file = {ca:?}\n"));
-    }
-    out.push_str(proxy);
-    out.push('\n');
-    out
-}
-
-const NO_PROXY: &str = r#"proxy = "none""#;
-
-/// `toml_with` for these mocks with an `[upstream]` table: the set-up of every upstream test.
-fn upstream_config(
+/// The test config with the upstream CA file, if any, and no proxy: a proxy in the environment
+/// the tests run in must not change what they test.
+fn trusting_upstream(
     prod: &MockCoupa,
     test: &MockCoupa,
-    ca_file: Option<&Path>,
-    proxy: &str,
-) -> String {
-    toml_with(&prod.url(), &test.url(), &upstream_toml(ca_file, proxy))
-}
-
-async fn tls_mock(name: &str, leaf: &Leaf) -> MockCoupa {
-    mock_with(
-        demo_instance(name, "127.0.0.1:0".parse().unwrap())
-            .rate_limit(None)
-            .tls(leaf.mock_tls()),
-    )
-    .await
-}
-
-async fn start(toml: &str) -> Gateway {
-    Gateway::start(config(toml)).await.expect("gateway starts")
-}
-
-/// GET `path` on the gateway's plain-HTTP proxy listener.
-async fn get_plain(http: &Http, gw: &Gateway, path: &str) -> Reply {
-    http.get(&format!("http://{}{path}", gw.addr()), &[]).await
-}
-
-/// The admin `/status` document as text, to check what it must not show.
-async fn status_text(gw: &Gateway) -> String {
-    Http::new()
-        .get(&format!("http://{}/status", gw.admin_addr()), &[])
-        .await
-        .text()
-}
-
-/// The `/status` entry of client `name`, once `cond` holds for it (or after 10 s).
-async fn client_status(
-    gw: &Gateway,
-    name: &str,
-    cond: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let http = Http::new();
-    let url = format!("http://{}/status", gw.admin_addr());
-    let mut client = serde_json::Value::Null;
-    for _ in 0..500 {
-        let status = http.get(&url, &[]).await.json();
-        client = status_client(&status, name);
-        if cond(&client) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    ca_file: Option<&std::path::Path>,
+) -> GatewayToml {
+    let toml = tls_test_toml(prod, test);
+    match ca_file {
+        Some(ca) => toml.upstream_ca_file(ca),
+        None => toml,
     }
-    client
+    .upstream_proxy("none")
 }
 
 // ===== (a) the gateway's TLS listener =====
@@ -254,7 +69,7 @@ async fn tls_listener_serves_https_and_tells_coupa_the_proto() {
     let leaf = pki.leaf("gateway");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let gw = start(&toml_with(&prod.url(), &test.url(), &leaf.server_toml())).await;
+    let gw = gateway(&serving_https(&prod, &test, &leaf)).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await);
     let base = format!("https://127.0.0.1:{}", gw.addr().port());
 
@@ -314,7 +129,7 @@ async fn plain_http_to_the_tls_listener_fails_cleanly() {
     let leaf = pki.leaf("gateway");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let gw = start(&toml_with(&prod.url(), &test.url(), &leaf.server_toml())).await;
+    let gw = gateway(&serving_https(&prod, &test, &leaf)).await;
 
     // An HTTP request line gets a plain-HTTP 400 that says what to change, then the close.
     let (status, text) = raw(
@@ -357,33 +172,31 @@ async fn reload_serves_a_new_certificate_and_can_turn_tls_off_and_on() {
     let leaf2 = second.leaf("gateway");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let with_tls = |leaf: &Leaf| toml_with(&prod.url(), &test.url(), &leaf.server_toml());
-    let gw = start(&with_tls(&leaf1)).await;
+    let with_tls = |leaf: &Leaf| serving_https(&prod, &test, leaf).config();
+    let gw = Gateway::start(with_tls(&leaf1))
+        .await
+        .expect("gateway starts");
     assert!(gw.wait_ready(Duration::from_secs(10)).await);
     let https = format!("https://127.0.0.1:{}/prod/api/invoices/1", gw.addr().port());
     let plain = format!("http://{}/prod/api/invoices/1", gw.addr());
     assert_eq!(https_get(&first.ca_pem, &https).await.unwrap().0, 200);
 
     // A renewed certificate (another CA, to tell them apart) is served to new connections.
-    gw.reload(config(&with_tls(&leaf2))).await.unwrap();
+    gw.reload(with_tls(&leaf2)).await.unwrap();
     assert_eq!(https_get(&second.ca_pem, &https).await.unwrap().0, 200);
     assert!(https_get(&first.ca_pem, &https).await.is_err());
 
     // A key that does not belong to the certificate is refused; the running one stays.
-    let mismatched = format!(
-        "\n[server.tls]\ncert = {:?}\nkey = {:?}\n",
-        leaf2.cert_file, leaf1.key_file
-    );
-    let err = gw
-        .reload(config(&toml_with(&prod.url(), &test.url(), &mismatched)))
-        .await
-        .unwrap_err();
+    let mismatched = tls_test_toml(&prod, &test)
+        .server_tls_cert(&leaf2.cert_file)
+        .server_tls_key(&leaf1.key_file);
+    let err = gw.reload(mismatched.config()).await.unwrap_err();
     assert!(err.contains("server.tls.key"), "{err}");
     assert!(!err.contains("PRIVATE KEY"), "{err}");
     assert_eq!(https_get(&second.ca_pem, &https).await.unwrap().0, 200);
 
     // TLS off: the same socket now speaks plain HTTP...
-    gw.reload(config(&toml_with(&prod.url(), &test.url(), "")))
+    gw.reload(tls_test_toml(&prod, &test).config())
         .await
         .unwrap();
     let http = Http::new();
@@ -394,7 +207,7 @@ async fn reload_serves_a_new_certificate_and_can_turn_tls_off_and_on() {
         Some("http")
     );
     // ...and on again.
-    gw.reload(config(&with_tls(&leaf1))).await.unwrap();
+    gw.reload(with_tls(&leaf1)).await.unwrap();
     assert_eq!(https_get(&first.ca_pem, &https).await.unwrap().0, 200);
     let (status, _) = raw(
         gw.addr(),
@@ -409,14 +222,13 @@ async fn reload_serves_a_new_certificate_and_can_turn_tls_off_and_on() {
 async fn unusable_certificate_files_stop_the_start_with_the_key_named() {
     let pki = Pki::new("broken");
     let leaf = pki.leaf("gateway");
-    let not_a_cert = pki.dir.write("notes.txt", "this is not a certificate\n");
+    let not_a_cert = pki.dir.file("notes.txt", "this is not a certificate\n");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let tls = format!(
-        "\n[server.tls]\ncert = {not_a_cert:?}\nkey = {:?}\n",
-        leaf.key_file
-    );
-    let err = Gateway::start(config(&toml_with(&prod.url(), &test.url(), &tls)))
+    let tls = tls_test_toml(&prod, &test)
+        .server_tls_cert(&not_a_cert)
+        .server_tls_key(&leaf.key_file);
+    let err = Gateway::start(tls.config())
         .await
         .err()
         .expect("start refused");
@@ -436,13 +248,13 @@ async fn https_upstream_trusted_through_ca_file() {
     let prod = tls_mock("prod", &pki.leaf("coupa")).await;
     assert!(prod.url().starts_with("https://127.0.0.1:"));
     let test = mock("test").await;
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), NO_PROXY)).await;
+    let gw = gateway(&trusting_upstream(&prod, &test, Some(&pki.ca_file))).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
     assert!(prod.stats().tokens_issued >= 1);
     let http = Http::new();
     let r = http
         .get(
-            &format!("http://{}/prod/api/suppliers?limit=2", gw.addr()),
+            &proxy_url(&gw, "/prod/api/suppliers?limit=2"),
             &[("accept", "application/json")],
         )
         .await;
@@ -457,7 +269,7 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
     let pki = Pki::new("untrusted");
     let prod = tls_mock("prod", &pki.leaf("coupa")).await;
     let test = mock("test").await;
-    let gw = start(&upstream_config(&prod, &test, None, NO_PROXY)).await;
+    let gw = gateway(&trusting_upstream(&prod, &test, None)).await;
     let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
     assert_eq!(client["last_error"]["kind"], "tls", "{client}");
     assert!(
@@ -468,7 +280,7 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
         "{client}"
     );
     let http = Http::new();
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     assert_eq!(r.json()["error"], "token_unavailable");
     assert_eq!(prod.stats().tokens_issued, 0);
@@ -476,16 +288,11 @@ async fn untrusted_upstream_is_a_tls_token_failure_until_ca_file_is_added() {
     // Adding the CA is an upstream change: both outbound clients are rebuilt and every client
     // re-mints through them before the reload is applied.
     let applied = gw
-        .reload(config(&upstream_config(
-            &prod,
-            &test,
-            Some(&pki.ca_file),
-            NO_PROXY,
-        )))
+        .reload(trusting_upstream(&prod, &test, Some(&pki.ca_file)).config())
         .await
         .unwrap();
     assert_eq!(applied.new_tokens, vec!["prod-main", "test-main"]);
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     gw.shutdown();
 }
@@ -497,17 +304,13 @@ async fn untrusted_api_host_with_a_reachable_token_endpoint_is_a_502() {
     // Same client, plain HTTP: tokens work, the API host's certificate is not trusted.
     let tokens = mock("prod").await;
     let test = mock("test").await;
-    let toml = upstream_config(&api, &test, None, NO_PROXY).replace(
-        &format!("url = \"{}\"\n", api.url()),
-        &format!(
-            "url = \"{}\"\ntoken_url = \"{}\"\n",
-            api.url(),
-            tokens.token_url()
-        ),
-    );
-    let gw = start(&toml).await;
+    let toml = trusting_upstream(&api, &test, None)
+        .map_instance("prod", |i| i.token_url(&tokens.token_url()));
+    let gw = gateway(&toml).await;
     assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
-    let r = get_plain(&Http::new(), &gw, "/prod/api/invoices/1").await;
+    let r = Http::new()
+        .get(&proxy_url(&gw, "/prod/api/invoices/1"), &[])
+        .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
     assert_eq!(r.json()["error"], "upstream_unreachable");
     assert_eq!(api.stats().api_requests, 0);
@@ -517,440 +320,17 @@ async fn untrusted_api_host_with_a_reachable_token_endpoint_is_a_502() {
 #[tokio::test]
 async fn a_ca_file_without_certificates_is_refused_naming_the_key() {
     let pki = Pki::new("empty-ca");
-    let empty = pki.dir.write("empty.pem", "no certificates here\n");
+    let empty = pki.dir.file("empty.pem", "no certificates here\n");
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let err = Gateway::start(config(&upstream_config(
-        &prod,
-        &test,
-        Some(&empty),
-        NO_PROXY,
-    )))
-    .await
-    .err()
-    .expect("start refused")
-    .to_string();
+    let err = Gateway::start(trusting_upstream(&prod, &test, Some(&empty)).config())
+        .await
+        .err()
+        .expect("start refused")
+        .to_string();
     assert!(
         err.starts_with("upstream.ca_file:") && err.contains("empty.pem"),
         "{err}"
     );
     assert!(err.contains("holds no certificate"), "{err}");
-}
-
-// ===== (c) the outbound proxy =====
-
-/// A forward proxy on loopback: CONNECT tunnels and absolute-form requests, optional Basic
-/// authentication, counters. It only ever connects to loopback targets.
-struct TestProxy {
-    addr: SocketAddr,
-    state: Arc<ProxyState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Default)]
-struct ProxyState {
-    /// `Basic …` the proxy requires, if any.
-    required_auth: Option<String>,
-    tunnels: AtomicU64,
-    forwarded: AtomicU64,
-    refused: AtomicU64,
-    /// TLS handshakes completed / failed (an `https://` proxy only).
-    tls_accepted: AtomicU64,
-    tls_failed: AtomicU64,
-}
-
-impl Drop for TestProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl TestProxy {
-    /// A plain-HTTP proxy (`http://127.0.0.1:port`).
-    async fn start(credentials: Option<(&str, &str)>) -> TestProxy {
-        Self::start_with(credentials, None).await
-    }
-
-    /// An `https://` proxy: every accepted connection is a TLS handshake with `leaf`'s
-    /// certificate first (no ALPN: CONNECT and absolute-form requests are HTTP/1.1).
-    async fn start_tls(credentials: Option<(&str, &str)>, leaf: &Leaf) -> TestProxy {
-        let chain = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        Self::start_with(credentials, Some(TlsAcceptor::from(Arc::new(config)))).await
-    }
-
-    async fn start_with(credentials: Option<(&str, &str)>, tls: Option<TlsAcceptor>) -> TestProxy {
-        use base64_like::basic;
-        let state = Arc::new(ProxyState {
-            required_auth: credentials.map(|(u, p)| basic(u, p)),
-            ..ProxyState::default()
-        });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shared = state.clone();
-        let task = tokio::spawn(async move {
-            let upstream: Client<HttpConnector, Incoming> =
-                Client::builder(TokioExecutor::new()).build_http();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (state, upstream, tls) = (shared.clone(), upstream.clone(), tls.clone());
-                tokio::spawn(async move {
-                    let Some(tls) = tls else {
-                        return serve_proxy(stream, state, upstream).await;
-                    };
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), tls.accept(stream));
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
-                            state.tls_accepted.fetch_add(1, Ordering::Relaxed);
-                            serve_proxy(stream, state, upstream).await;
-                        }
-                        _ => {
-                            state.tls_failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-        });
-        TestProxy { addr, state, task }
-    }
-
-    fn tunnels(&self) -> u64 {
-        self.state.tunnels.load(Ordering::Relaxed)
-    }
-
-    fn forwarded(&self) -> u64 {
-        self.state.forwarded.load(Ordering::Relaxed)
-    }
-
-    fn refused(&self) -> u64 {
-        self.state.refused.load(Ordering::Relaxed)
-    }
-
-    fn tls_accepted(&self) -> u64 {
-        self.state.tls_accepted.load(Ordering::Relaxed)
-    }
-
-    fn tls_failed(&self) -> u64 {
-        self.state.tls_failed.load(Ordering::Relaxed)
-    }
-}
-
-/// One client connection of the proxy, plain or already TLS.
-async fn serve_proxy<S>(
-    stream: S,
-    state: Arc<ProxyState>,
-    upstream: Client<HttpConnector, Incoming>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = service_fn(move |req| proxy_request(state.clone(), upstream.clone(), req));
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades()
-        .await;
-}
-
-fn answer(status: StatusCode) -> Response<TestBody> {
-    let mut resp = Response::new(full(""));
-    *resp.status_mut() = status;
-    resp
-}
-
-async fn proxy_request(
-    state: Arc<ProxyState>,
-    upstream: Client<HttpConnector, Incoming>,
-    mut req: Request<Incoming>,
-) -> Result<Response<TestBody>, Infallible> {
-    if let Some(required) = &state.required_auth {
-        let given = req.headers().get(http::header::PROXY_AUTHORIZATION);
-        if given.and_then(|v| v.to_str().ok()) != Some(required.as_str()) {
-            state.refused.fetch_add(1, Ordering::Relaxed);
-            let mut resp = answer(StatusCode::PROXY_AUTHENTICATION_REQUIRED);
-            resp.headers_mut().insert(
-                http::header::PROXY_AUTHENTICATE,
-                http::HeaderValue::from_static("Basic realm=\"test\""),
-            );
-            return Ok(resp);
-        }
-    }
-    let Some(authority) = req.uri().authority().cloned() else {
-        // Origin form: whoever sent it did not treat us as a proxy.
-        return Ok(answer(StatusCode::BAD_REQUEST));
-    };
-    if !matches!(authority.host(), "127.0.0.1" | "localhost") {
-        return Ok(answer(StatusCode::FORBIDDEN));
-    }
-    if req.method() == Method::CONNECT {
-        state.tunnels.fetch_add(1, Ordering::Relaxed);
-        let target = format!("127.0.0.1:{}", authority.port_u16().unwrap_or(443));
-        tokio::spawn(async move {
-            let Ok(upgraded) = hyper::upgrade::on(req).await else {
-                return;
-            };
-            let Ok(mut server) = TcpStream::connect(target).await else {
-                return;
-            };
-            let mut client = TokioIo::new(upgraded);
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        });
-        return Ok(answer(StatusCode::OK));
-    }
-    state.forwarded.fetch_add(1, Ordering::Relaxed);
-    // Hop-by-hop for the proxy: never passed on.
-    req.headers_mut().remove(http::header::PROXY_AUTHORIZATION);
-    req.headers_mut().remove("proxy-connection");
-    match upstream.request(req).await {
-        Ok(resp) => Ok(resp.map(|b| b.map_err(Into::into).boxed())),
-        Err(_) => Ok(answer(StatusCode::BAD_GATEWAY)),
-    }
-}
-
-/// `Basic base64(user:password)` without a base64 dependency (the test's own, to check the
-/// gateway's encoding independently).
-mod base64_like {
-    pub fn basic(user: &str, password: &str) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let input = format!("{user}:{password}").into_bytes();
-        let mut out = String::from("Basic ");
-        for chunk in input.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn matches_rfc_7617_example() {
-        assert_eq!(
-            basic("Aladdin", "open sesame"),
-            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
-    }
-}
-
-/// Waits for both clients' tokens and checks that prod's (https) used a CONNECT tunnel and
-/// test's (http) an absolute-form request; returns those two counts.
-async fn tokens_went_through(gw: &Gateway, proxy: &TestProxy) -> (u64, u64) {
-    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
-    let (tunnels, forwards) = (proxy.tunnels(), proxy.forwarded());
-    assert!(tunnels >= 1, "prod's token did not use a tunnel");
-    assert!(forwards >= 1, "test's token was not forwarded");
-    (tunnels, forwards)
-}
-
-/// After [`tokens_went_through`]: prod's API request (https) goes through a tunnel of its own
-/// and test's (http) is forwarded, both answered.
-async fn api_went_through(gw: &Gateway, proxy: &TestProxy, (tunnels, forwards): (u64, u64)) {
-    let http = Http::new();
-    let r = get_plain(&http, gw, "/prod/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(
-        proxy.tunnels() > tunnels,
-        "prod's API traffic skipped the proxy"
-    );
-    let r = get_plain(&http, gw, "/test/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(
-        proxy.forwarded() > forwards,
-        "test's API traffic skipped the proxy"
-    );
-}
-
-#[tokio::test]
-async fn tokens_and_api_traffic_go_through_the_configured_proxy() {
-    let pki = Pki::new("proxied");
-    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
-    let test = mock("test").await;
-    // The password holds a `:` (percent-encoded in the URL), as real ones do.
-    let proxy = TestProxy::start(Some(("gw-user", "s3cr:et"))).await;
-    let setting = format!(
-        "proxy = \"http://gw-user:s3cr%3Aet@127.0.0.1:{}\"",
-        proxy.addr.port()
-    );
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
-    // Token requests: https through a CONNECT tunnel, http as absolute-form requests.
-    let for_tokens = tokens_went_through(&gw, &proxy).await;
-    api_went_through(&gw, &proxy, for_tokens).await;
-    assert_eq!(proxy.refused(), 0, "credentials were not sent every time");
-    // Inside the tunnel, Coupa sees no proxy credentials.
-    let seen = prod.requests();
-    assert_eq!(seen.last().unwrap().header("proxy-authorization"), None);
-    // And the password appears nowhere an operator looks.
-    let status = status_text(&gw).await;
-    assert!(!status.contains("s3cr"), "{status}");
-    gw.shutdown();
-}
-
-#[tokio::test]
-async fn wrong_proxy_credentials_fail_without_leaking_them() {
-    let proxy = TestProxy::start(Some(("gw-user", "right"))).await;
-    let prod = mock("prod").await;
-    let test = mock("test").await;
-    let setting = format!(
-        "proxy = \"http://gw-user:wrong-pw@127.0.0.1:{}\"",
-        proxy.addr.port()
-    );
-    let gw = start(&upstream_config(&prod, &test, None, &setting)).await;
-    let client = client_status(&gw, "prod-main", |c| !c["last_error"].is_null()).await;
-    assert!(!client["last_error"].is_null(), "{client}");
-    assert!(proxy.refused() >= 1);
-    assert_eq!(prod.stats().token_requests, 0);
-    let status = status_text(&gw).await;
-    assert!(!status.contains("wrong-pw"), "{status}");
-    gw.shutdown();
-}
-
-#[tokio::test]
-async fn no_proxy_hosts_bypass_the_proxy() {
-    let pki = Pki::new("bypass");
-    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
-    let test = mock("test").await;
-    let proxy = TestProxy::start(None).await;
-    let setting = format!(
-        "proxy = \"http://127.0.0.1:{}\"\nno_proxy = \"localhost, 127.0.0.1\"",
-        proxy.addr.port()
-    );
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
-    assert!(gw.wait_ready(Duration::from_secs(10)).await, "no tokens");
-    let http = Http::new();
-    for path in ["/prod/api/invoices/1", "/test/api/invoices/1"] {
-        let r = get_plain(&http, &gw, path).await;
-        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text());
-    }
-    assert_eq!(proxy.tunnels(), 0);
-    assert_eq!(proxy.forwarded(), 0);
-    gw.shutdown();
-}
-
-#[tokio::test]
-async fn an_https_proxy_is_reached_over_tls_for_tokens_and_api_traffic() {
-    let pki = Pki::new("tls-proxy");
-    let prod = tls_mock("prod", &pki.leaf("coupa")).await;
-    let test = mock("test").await;
-    // `localhost` is in the proxy's certificate (as is 127.0.0.1); the name is what the
-    // gateway verifies it against.
-    let proxy = TestProxy::start_tls(Some(("gw-user", "tls-pw")), &pki.leaf("proxy")).await;
-    let setting = format!(
-        "proxy = \"https://gw-user:tls-pw@localhost:{}\"",
-        proxy.addr.port()
-    );
-    // One CA file trusts both the proxy's certificate and prod's.
-    let gw = start(&upstream_config(&prod, &test, Some(&pki.ca_file), &setting)).await;
-    // Token requests: prod's (https) through a CONNECT tunnel inside TLS to the proxy, test's
-    // (http) as absolute-form requests inside TLS to the proxy.
-    let for_tokens = tokens_went_through(&gw, &proxy).await;
-    assert!(prod.stats().tokens_issued >= 1 && test.stats().tokens_issued >= 1);
-    let handshakes_for_tokens = proxy.tls_accepted();
-    assert!(handshakes_for_tokens >= 2, "{handshakes_for_tokens}");
-    api_went_through(&gw, &proxy, for_tokens).await;
-    assert_eq!(prod.stats().api_requests, 1);
-    assert_eq!(test.stats().api_requests, 1);
-    // The pool opened its own connections to the proxy, over TLS too; no connection to the
-    // proxy was plain or failed its handshake.
-    assert!(proxy.tls_accepted() > handshakes_for_tokens);
-    assert_eq!(proxy.tls_failed(), 0);
-    assert_eq!(proxy.refused(), 0, "credentials were not sent every time");
-    assert_eq!(
-        prod.requests()
-            .last()
-            .unwrap()
-            .header("proxy-authorization"),
-        None
-    );
-    let status = status_text(&gw).await;
-    assert!(!status.contains("tls-pw"), "{status}");
-    gw.shutdown();
-}
-
-#[tokio::test]
-async fn an_untrusted_https_proxy_fails_tokens_as_tls_and_api_traffic_as_502() {
-    let pki = Pki::new("tls-proxy-untrusted");
-    let proxy = TestProxy::start_tls(None, &pki.leaf("proxy")).await;
-    // Plain-HTTP Coupa: the proxy's certificate is the only one the gateway checks.
-    let api = mock("prod").await;
-    let tokens = mock("prod").await;
-    let test = mock("test").await;
-    // prod's token endpoint bypasses the proxy (`no_proxy = "localhost"`), so prod gets a token
-    // and its API traffic reaches the pool's connector; test goes through the proxy for both.
-    let setting = format!(
-        "proxy = \"https://127.0.0.1:{}\"\nno_proxy = \"localhost\"",
-        proxy.addr.port()
-    );
-    let token_url = tokens.token_url().replace("127.0.0.1", "localhost");
-    let toml = upstream_config(&api, &test, None, &setting).replace(
-        &format!("url = \"{}\"\n", api.url()),
-        &format!("url = \"{}\"\ntoken_url = \"{token_url}\"\n", api.url()),
-    );
-    let gw = start(&toml).await;
-
-    // The token request through the proxy fails its TLS handshake with the proxy.
-    let client = client_status(&gw, "test-main", |c| !c["last_error"].is_null()).await;
-    assert_eq!(client["last_error"]["kind"], "tls", "{client}");
-    // rustls' reason, as for an untrusted Coupa certificate (the message cannot tell whose
-    // certificate it was); the hint names both places to look.
-    let message = client["last_error"]["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("could not reach the token endpoint:")
-            && message.ends_with("invalid peer certificate: UnknownIssuer"),
-        "{client}"
-    );
-    let hint = client["last_error"]["hint"].as_str().unwrap();
-    assert!(
-        hint.contains("upstream.ca_file") && hint.contains("outbound proxy"),
-        "{client}"
-    );
-    assert!(client["token"].is_null(), "{client}");
-    assert_eq!(test.stats().token_requests, 0);
-    assert!(!gw.wait_ready(Duration::from_millis(200)).await);
-    let http = Http::new();
-    let r = get_plain(&http, &gw, "/test/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
-    assert_eq!(r.json()["error"], "token_unavailable");
-
-    // prod has its token; its API request dies at the handshake with the proxy: a 502.
-    let prod_client = client_status(&gw, "prod-main", |c| c["token"]["valid"] == true).await;
-    assert_eq!(prod_client["token"]["valid"], true, "{prod_client}");
-    let r = get_plain(&http, &gw, "/prod/api/invoices/1").await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
-    assert_eq!(r.json()["error"], "upstream_unreachable");
-    assert_eq!(api.stats().api_requests, 0);
-
-    // Every connection to the proxy failed its handshake (the token client's and the pool's;
-    // the proxy's side may see the gateway's alert a moment after the 502 is out), and
-    // nothing was tunnelled or forwarded.
-    for _ in 0..500 {
-        if proxy.tls_failed() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(proxy.tls_failed() >= 2, "{}", proxy.tls_failed());
-    assert_eq!(proxy.tls_accepted(), 0);
-    assert_eq!((proxy.tunnels(), proxy.forwarded()), (0, 0));
-    gw.shutdown();
 }

@@ -9,26 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::commands::demo_instance;
-use coupa_gateway::net::server::Gateway;
 use http::StatusCode;
 
 #[tokio::test]
 async fn tokens_refresh_in_the_background_without_failing_a_request() {
     // 6 s tokens: the gateway re-mints at ~5 s and stops sending a token at 5.4 s, so over 13 s
     // at least two refreshes happen while requests keep flowing.
-    let prod = mock_with(
-        demo_instance("prod", "127.0.0.1:0".parse().unwrap())
-            .rate_limit(None)
-            .expires_in(6),
-    )
-    .await;
+    let prod = mock_with(mock_config("prod").expires_in(6)).await;
     let test = mock("test").await;
-    let toml = two_instance_toml(&prod.url(), &test.url(), "token_warmup = \"100ms\"");
-    let gw = Gateway::start(config(&toml)).await.unwrap();
-    assert!(gw.wait_ready(Duration::from_secs(10)).await);
+    let gw =
+        ready_gateway(&GatewayToml::two_instances(&prod.url(), &test.url()).token_warmup("100ms"))
+            .await;
 
-    let url = format!("http://{}/prod/api/suppliers?limit=1", gw.addr());
+    let url = proxy_url(&gw, "/prod/api/suppliers?limit=1");
     let ok = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..3 {
@@ -77,11 +70,9 @@ async fn token_endpoint_down_at_start_gives_503_then_recovers_by_itself() {
     let test = mock("test").await;
     prod.faults()
         .fail_token_with(Some((503, "temporarily_unavailable")));
-    let gw = Gateway::start(config(&two_instance_toml(&prod.url(), &test.url(), "")))
-        .await
-        .unwrap();
+    let gw = gateway(&GatewayToml::two_instances(&prod.url(), &test.url())).await;
     let http = Http::new();
-    let admin = |p: &str| format!("http://{}{p}", gw.admin_addr());
+    let admin = |p: &str| admin_url(&gw, p);
 
     assert!(eventually(Duration::from_secs(5), || prod.stats().token_requests >= 1).await);
     let r = http.get(&admin("/readyz"), &[]).await;
@@ -97,9 +88,7 @@ async fn token_endpoint_down_at_start_gives_503_then_recovers_by_itself() {
         "liveness does not depend on tokens"
     );
 
-    let r = http
-        .get(&format!("http://{}/prod/api/invoices", gw.addr()), &[])
-        .await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices"), &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=301).contains(&retry), "Retry-After {retry}");
@@ -110,9 +99,7 @@ async fn token_endpoint_down_at_start_gives_503_then_recovers_by_itself() {
         "a request went to Coupa without a token"
     );
     // The other instance's route is unaffected.
-    let r = http
-        .get(&format!("http://{}/test/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = http.get(&proxy_url(&gw, "/test/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
 
     let status = http.get(&admin("/status"), &[]).await.json();
@@ -129,9 +116,7 @@ async fn token_endpoint_down_at_start_gives_503_then_recovers_by_itself() {
         gw.wait_ready(Duration::from_secs(10)).await,
         "did not recover without a restart"
     );
-    let r = http
-        .get(&format!("http://{}/prod/api/invoices/1", gw.addr()), &[])
-        .await;
+    let r = http.get(&proxy_url(&gw, "/prod/api/invoices/1"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = http.get(&admin("/readyz"), &[]).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -145,11 +130,13 @@ async fn token_endpoint_down_at_start_gives_503_then_recovers_by_itself() {
 async fn wrong_secret_is_reported_with_a_hint_and_never_echoed() {
     let prod = mock("prod").await;
     let test = mock("test").await;
-    let toml = two_instance_toml(&prod.url(), &test.url(), "")
-        .replace("${PROD_SECRET}", "wrong-secret-value");
-    let gw = Gateway::start(config(&toml)).await.unwrap();
+    let gw = gateway(
+        &GatewayToml::two_instances(&prod.url(), &test.url())
+            .map_client("prod-main", |c| c.secret("wrong-secret-value")),
+    )
+    .await;
     let http = Http::new();
-    let admin = format!("http://{}/status", gw.admin_addr());
+    let admin = admin_url(&gw, "/status");
     assert!(eventually(Duration::from_secs(5), || prod.stats().token_requests >= 1).await);
     let mut client = serde_json::Value::Null;
     for _ in 0..100 {

@@ -3,7 +3,8 @@
 //! flip while it runs.
 //!
 //! Used by the gateway's integration tests, `coupa-gateway demo` / `mock` and the benches. It
-//! depends on no other module of the crate, so it cannot share a bug with the gateway. Several
+//! is a crate of its own that does not depend on the gateway, so it cannot share a bug with it
+//! (nor quietly start to: the compiler refuses the import). Several
 //! instances (prod, test, …) can run in one process, each on its own listener, over plain HTTP
 //! or, with [`MockConfig::tls`], HTTPS (rustls with its own configuration, not the gateway's).
 //!
@@ -52,6 +53,10 @@
 //! `>` with 400 before any handler runs, and a raw `#` silently ends the target (fragment).
 //! Raw `[`, `]`, `{`, `}`, `|`, `^`, `:` and the rest of printable ASCII pass through
 //! untouched. The `hyper_request_target_grammar` test pins this down.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
 
 mod api;
 mod codec;
