@@ -2,7 +2,7 @@
 //! load and a refcount and never waits for the token endpoint. Only the refresher, and a 401's
 //! `reject`, store a new snapshot.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,8 +11,7 @@ use http::HeaderValue;
 use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 
-use super::refresher::{publish, refresh_at, refresher};
-use super::{fetch, FailureKind, Minted, TokenError, TokenRequest};
+use super::{FailureKind, Minted, TokenError, TokenRequest};
 use crate::config;
 
 /// A token ready for the request path.
@@ -153,7 +152,7 @@ pub struct TokenCell {
     pub(super) warmup: Duration,
     pub(super) state: ArcSwap<TokenState>,
     /// Shared with the refresher, which must wait on it without holding the cell alive.
-    nudge: Arc<Notify>,
+    pub(super) nudge: Arc<Notify>,
     /// Refresh outcomes, for `/metrics`.
     pub refreshes_ok: AtomicU64,
     /// Failed refreshes, for `/metrics`.
@@ -164,7 +163,7 @@ pub struct TokenCell {
     pub unauthorized_passed: AtomicU64,
     /// The generation of the latest published token; waiters for a replacement watch it.
     pub(super) generations: tokio::sync::watch::Sender<u64>,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
+    pub(super) task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for TokenCell {
@@ -313,41 +312,9 @@ impl TokenCell {
         Some(fresh)
     }
 
-    /// Mints a token now and publishes it at once (no warm-up: there is no older token to
-    /// prefer), without starting the refresher. Used by reload, which must not publish a new
-    /// client until it holds a token. Returns when the token was requested.
-    pub async fn prime(&self, http: &reqwest::Client) -> Result<Instant, TokenError> {
-        let minted = fetch(http, &self.request).await;
-        let minted = match minted {
-            Ok(m) => m,
-            Err(e) => {
-                self.refreshes_failed.fetch_add(1, Ordering::Relaxed);
-                return Err(e);
-            }
-        };
-        let token = Token::from_minted(&minted)?;
-        self.refreshes_ok.fetch_add(1, Ordering::Relaxed);
-        let next = refresh_at(minted.requested_at, minted.expires_in, self.refresh_after);
-        publish(self, token, &minted, next);
-        Ok(minted.requested_at)
-    }
-
     /// The warm-up this client waits before a new token replaces a valid one.
     pub fn warmup(&self) -> Duration {
         self.warmup
-    }
-
-    /// Starts the background refresher, which mints at once unless the cell was primed. The task holds only
-    /// a weak reference and is aborted when the cell is dropped (e.g. after a reload removed
-    /// the client), so cells never leak tasks.
-    pub fn start(self: &Arc<Self>, http: reqwest::Client) {
-        let weak = Arc::downgrade(self);
-        let handle = tokio::spawn(refresher(weak, self.nudge.clone(), http));
-        if let Ok(mut task) = self.task.lock() {
-            if let Some(old) = task.replace(handle.abort_handle()) {
-                old.abort();
-            }
-        }
     }
 
     /// Stops the refresher (the token stays readable until it expires).

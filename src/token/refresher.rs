@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use super::cell::{Failure, Token, TokenCell, TokenState};
-use super::{fetch, Minted};
+use super::{fetch, Minted, TokenError};
 
 /// Backoff after a failed token request: 1 s doubling, capped at 5 min.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -177,6 +177,41 @@ pub(super) fn publish(cell: &TokenCell, mut token: Token, minted: &Minted, next:
         rejected: None,
     });
     cell.generations.send_replace(generation);
+}
+
+/// The minting side of a cell, beside the refresher that does it in the background.
+impl TokenCell {
+    /// Mints a token now and publishes it at once (no warm-up: there is no older token to
+    /// prefer), without starting the refresher. Used by reload, which must not publish a new
+    /// client until it holds a token. Returns when the token was requested.
+    pub async fn prime(&self, http: &reqwest::Client) -> Result<Instant, TokenError> {
+        let minted = fetch(http, &self.request).await;
+        let minted = match minted {
+            Ok(m) => m,
+            Err(e) => {
+                self.refreshes_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let token = Token::from_minted(&minted)?;
+        self.refreshes_ok.fetch_add(1, Ordering::Relaxed);
+        let next = refresh_at(minted.requested_at, minted.expires_in, self.refresh_after);
+        publish(self, token, &minted, next);
+        Ok(minted.requested_at)
+    }
+
+    /// Starts the background refresher, which mints at once unless the cell was primed. The task holds only
+    /// a weak reference and is aborted when the cell is dropped (e.g. after a reload removed
+    /// the client), so cells never leak tasks.
+    pub fn start(self: &Arc<Self>, http: reqwest::Client) {
+        let weak = Arc::downgrade(self);
+        let handle = tokio::spawn(refresher(weak, self.nudge.clone(), http));
+        if let Ok(mut task) = self.task.lock() {
+            if let Some(old) = task.replace(handle.abort_handle()) {
+                old.abort();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
