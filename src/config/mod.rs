@@ -5,8 +5,9 @@
 //! fixes a broken file in one round trip instead of one error at a time.
 //!
 //! Layout: `raw` is the file's shape, `validate` the pass (one file per section), `units`
-//! and `vars` the value syntaxes it shares.
+//! and `vars` the value syntaxes it shares, [`defaults`] every key's default.
 
+pub mod defaults;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -56,39 +57,40 @@ pub struct Config {
 /// `[server]`
 #[derive(Debug, Clone)]
 pub struct Server {
-    /// `listen`, default `127.0.0.1:8080`.
+    /// `listen`, default [`defaults::SERVER_LISTEN`].
     pub listen: SocketAddr,
-    /// `request_timeout`, default 120 s: how long the gateway waits for Coupa's response head
-    /// (upload included). Routes may override it.
+    /// `request_timeout`, default [`defaults::REQUEST_TIMEOUT`]: how long the gateway waits for
+    /// Coupa's response head (upload included). Routes may override it.
     pub request_timeout: Duration,
-    /// `header_timeout`, default 30 s: a client must send a request's headers within this
-    /// (slowloris guard).
+    /// `header_timeout`, default [`defaults::HEADER_TIMEOUT`]: a client must send a request's
+    /// headers within this (slowloris guard).
     pub header_timeout: Duration,
-    /// `idle_timeout`, default 60 s: a connection with no request in flight is closed after
-    /// this (HTTP/2: with a GOAWAY).
+    /// `idle_timeout`, default [`defaults::IDLE_TIMEOUT`]: a connection with no request in flight
+    /// is closed after this (HTTP/2: with a GOAWAY).
     pub idle_timeout: Duration,
-    /// `body_timeout`, default 60 s: a request body that makes no progress for this long ends
-    /// the request with 408.
+    /// `body_timeout`, default [`defaults::BODY_TIMEOUT`]: a request body that makes no progress
+    /// for this long ends the request with 408.
     pub body_timeout: Duration,
-    /// `write_timeout`, default 60 s: a client that takes no response bytes for this long is
-    /// disconnected (HTTP/2: its stream is reset).
+    /// `write_timeout`, default [`defaults::WRITE_TIMEOUT`]: a client that takes no response bytes
+    /// for this long is disconnected (HTTP/2: its stream is reset).
     pub write_timeout: Duration,
-    /// `max_header_bytes`, default 64 KiB (Coupa JWTs are several KB; integrations' own
-    /// headers are small). At least 8 KiB.
+    /// `max_header_bytes`, default [`defaults::MAX_HEADER_BYTES`]. At least 8 KiB.
     pub max_header_bytes: usize,
     /// `max_body_bytes`: requests declaring a larger body get 413; `None` = no limit.
     pub max_body_bytes: Option<u64>,
-    /// `max_concurrent_requests`, default 4096: requests in flight beyond it get 503.
+    /// `max_concurrent_requests`, default [`defaults::MAX_CONCURRENT_REQUESTS`]: requests in flight
+    /// beyond it get 503.
     pub max_concurrent_requests: usize,
-    /// `shutdown_grace`, default 30 s: how long in-flight requests may finish on SIGTERM.
+    /// `shutdown_grace`, default [`defaults::SHUTDOWN_GRACE`]: how long in-flight requests may
+    /// finish on SIGTERM.
     pub shutdown_grace: Duration,
-    /// `retry_body_limit`, default 1 MiB: request bodies up to this size are buffered so the
-    /// request can be replayed once after a 401 from Coupa.
+    /// `retry_body_limit`, default [`defaults::RETRY_BODY_LIMIT`]: request bodies up to this size
+    /// are buffered so the request can be replayed once after a 401 from Coupa.
     pub retry_body_limit: u64,
     /// `[server.tls]`: terminate TLS on the listener.
     pub tls: Option<ServerTls>,
-    /// `workers`, default: the number of CPUs. Proxy threads, each with its own event loop and
-    /// its own pool of connections to Coupa (restart to change).
+    /// `workers`, default [`defaults::workers`], the number of CPUs. Proxy threads, each with its
+    /// own event loop and its own pool of connections to Coupa (restart to change).
     pub workers: usize,
 }
 
@@ -122,33 +124,33 @@ pub enum OutboundProxy {
 /// burst 20, per instance).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimit {
-    /// `per_second`, default 25.
+    /// `per_second`; default in [`defaults::RATE_LIMIT`].
     pub per_second: f64,
-    /// `burst`, default 20.
+    /// `burst`; default in [`defaults::RATE_LIMIT`].
     pub burst: u32,
-    /// `max_queue_wait`, default 30 s: how long a request over the rate may wait for its
-    /// turn before the gateway answers 429 itself.
+    /// `max_queue_wait` (default in [`defaults::RATE_LIMIT`]): how long a request over the rate
+    /// may wait for its turn before the gateway answers 429 itself.
     pub max_queue_wait: Duration,
 }
 
 /// `[admin]`
 #[derive(Debug, Clone)]
 pub struct Admin {
-    /// `listen`, default `127.0.0.1:9090`.
+    /// `listen`, default [`defaults::ADMIN_LISTEN`].
     pub listen: SocketAddr,
 }
 
 /// `[upstream]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// `connect_timeout`, default 5 s.
+    /// `connect_timeout`, default [`defaults::CONNECT_TIMEOUT`].
     pub connect_timeout: Duration,
-    /// `pool_idle_timeout`, default 50 s (below the usual 60–75 s upstream keep-alive).
+    /// `pool_idle_timeout`, default [`defaults::POOL_IDLE_TIMEOUT`].
     pub pool_idle_timeout: Duration,
-    /// `pool_max_idle_per_host`, default 1024. It must cover the requests in flight to one
-    /// instance at peak: the pool opens a connection whenever none is idle, and closes the
-    /// ones it cannot keep, so a cap below the peak turns every burst into connection churn
-    /// (new TCP+TLS handshakes to Coupa). Idle connections still close after
+    /// `pool_max_idle_per_host`, default [`defaults::POOL_MAX_IDLE_PER_HOST`]. It must cover the
+    /// requests in flight to one instance at peak: the pool opens a connection whenever none is
+    /// idle, and closes the ones it cannot keep, so a cap below the peak turns every burst into
+    /// connection churn (new TCP+TLS handshakes to Coupa). Idle connections still close after
     /// `pool_idle_timeout`.
     pub pool_max_idle_per_host: usize,
     /// `ca_file`: extra PEM CA certificates to trust (e.g. a corporate interception proxy's).
@@ -166,9 +168,9 @@ pub struct Instance {
     pub url: http::Uri,
     /// The path part of `url` without a trailing slash (`""` for most instances).
     pub base_path: String,
-    /// `token_url`, default `{url}/oauth2/token`.
+    /// `token_url`, default `{url}` + [`defaults::TOKEN_PATH`].
     pub token_url: String,
-    /// `token_timeout`, default 10 s.
+    /// `token_timeout`, default [`defaults::TOKEN_TIMEOUT`].
     pub token_timeout: Duration,
     /// `rate_limit`; `None` when `enabled = false`.
     pub rate_limit: Option<RateLimit>,
@@ -187,9 +189,9 @@ pub struct Client {
     pub client_secret: SecretString,
     /// `scopes`, sent space-separated.
     pub scopes: Vec<String>,
-    /// `refresh_after`, default 20 h.
+    /// `refresh_after`, default [`defaults::REFRESH_AFTER`].
     pub refresh_after: Duration,
-    /// `token_warmup`, default 5 s.
+    /// `token_warmup`, default [`defaults::TOKEN_WARMUP`].
     pub token_warmup: Duration,
     /// The resolved `client_secret_file`, if the secret came from one (watched for changes).
     pub secret_file: Option<PathBuf>,
@@ -208,14 +210,15 @@ pub struct Route {
     pub client: Option<String>,
     /// `timeout`, default `server.request_timeout`.
     pub timeout: Duration,
-    /// `mode`, default oauth.
+    /// `mode`, default [`defaults::MODE`].
     pub mode: Mode,
-    /// `blocked_message`: the 403 message of a blocked route.
+    /// `blocked_message`, default [`defaults::BLOCKED_MESSAGE`]: the 403 message of a blocked
+    /// route.
     pub blocked_message: String,
-    /// `allow_anonymous`, default false: callers no `[[integrations]]` entry recognises may
-    /// use the route.
+    /// `allow_anonymous`, default [`defaults::ALLOW_ANONYMOUS`]: callers no `[[integrations]]`
+    /// entry recognises may use the route.
     pub allow_anonymous: bool,
-    /// `scope_check`, default warn.
+    /// `scope_check`, default [`defaults::SCOPE_CHECK`].
     pub scope_check: ScopeCheck,
     /// `max_body_bytes`, default `server.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
@@ -237,7 +240,7 @@ pub enum Mode {
 
 impl Mode {
     /// The TOML spelling.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Mode::OAuth => "oauth",
             Mode::Passthrough => "passthrough",
@@ -259,7 +262,7 @@ pub enum ScopeCheck {
 
 impl ScopeCheck {
     /// The TOML spelling.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ScopeCheck::Enforce => "enforce",
             ScopeCheck::Warn => "warn",
@@ -296,18 +299,19 @@ impl std::fmt::Debug for Integration {
 /// `[migration]`
 #[derive(Debug, Clone)]
 pub struct Migration {
-    /// `revoke_after`, default 7 days: how long an integration must go without passthrough
-    /// traffic (while observed by this process) before its API key is called safe to revoke.
+    /// `revoke_after`, default [`defaults::REVOKE_AFTER`]: how long an integration must go without
+    /// passthrough traffic (while observed by this process) before its API key is called safe to
+    /// revoke.
     pub revoke_after: Duration,
 }
 
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Log {
-    /// `format`: `text` (default, for people) or `json` (for log pipelines). Read at start;
-    /// `--log-format` overrides it.
+    /// `format`: `text` (default, [`defaults::LOG_FORMAT`]; for people) or `json` (for log
+    /// pipelines). Read at start; `--log-format` overrides it.
     pub format: LogFormat,
-    /// `access`, default true: one line per request (target `access`).
+    /// `access`, default [`defaults::LOG_ACCESS`]: one line per request (target `access`).
     pub access: bool,
 }
 
@@ -320,9 +324,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The TOML spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// The default 403 message of a blocked route.
-pub const DEFAULT_BLOCKED_MESSAGE: &str =
-    "this integration route has been retired; contact your Coupa integration team";
+pub use defaults::BLOCKED_MESSAGE as DEFAULT_BLOCKED_MESSAGE;
 
 /// Everything wrong with a configuration, one problem per line.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,9 @@
 //! `[clients.NAME]`: OAuth client credentials and scopes.
 
-use std::time::Duration;
-
 use secrecy::SecretString;
 
 use super::{unknown, Validator};
+use crate::config::defaults;
 use crate::config::raw::{RawClient, RawConfig};
 use crate::config::units::written;
 use crate::config::vars::{expand_vars, read_secret_file};
@@ -50,13 +49,13 @@ impl Validator<'_> {
         let refresh_after = self.positive(
             &refresh_key,
             raw.refresh_after.as_deref(),
-            Duration::from_secs(20 * 3600),
+            defaults::REFRESH_AFTER,
         );
         let warmup_key = format!("{key}.token_warmup");
         let token_warmup = self.duration(
             &warmup_key,
             raw.token_warmup.as_deref(),
-            Duration::from_secs(5),
+            defaults::TOKEN_WARMUP,
         );
         if token_warmup >= refresh_after {
             self.problem(

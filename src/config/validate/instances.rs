@@ -1,10 +1,9 @@
 //! `[instances.NAME]`: Coupa's URLs and each instance's request budget.
 
-use std::time::Duration;
-
 use http::Uri;
 
 use super::Validator;
+use crate::config::defaults::{self, TOKEN_PATH};
 use crate::config::raw::{RawInstance, RawRateLimit};
 use crate::config::{Instance, RateLimit};
 
@@ -28,12 +27,12 @@ impl Validator<'_> {
                 .and_then(|t| {
                     self.check(
                         &token_url_key,
-                        http_url(&t, &format!("{EXAMPLE_URL}/oauth2/token")).map(|_| t),
+                        http_url(&t, &format!("{EXAMPLE_URL}{TOKEN_PATH}")).map(|_| t),
                     )
                 })
                 .unwrap_or_default(),
             None => format!(
-                "{}://{}{base_path}/oauth2/token",
+                "{}://{}{base_path}{TOKEN_PATH}",
                 url.scheme_str().unwrap_or("https"),
                 url.authority().map_or("", |a| a.as_str())
             ),
@@ -46,20 +45,18 @@ impl Validator<'_> {
             token_timeout: self.positive(
                 &format!("{key}.token_timeout"),
                 raw.token_timeout.as_deref(),
-                Duration::from_secs(10),
+                defaults::TOKEN_TIMEOUT,
             ),
             rate_limit: self.rate_limit(&format!("{key}.rate_limit"), raw.rate_limit.as_ref()),
         }
     }
 
     fn rate_limit(&mut self, key: &str, raw: Option<&RawRateLimit>) -> Option<RateLimit> {
-        let default = RateLimit {
-            per_second: 25.0,
-            burst: 20,
-            max_queue_wait: Duration::from_secs(30),
+        let default = defaults::RATE_LIMIT;
+        let Some(raw) = raw else {
+            return defaults::RATE_LIMIT_ENABLED.then_some(default);
         };
-        let Some(raw) = raw else { return Some(default) };
-        if raw.enabled == Some(false) {
+        if !raw.enabled.unwrap_or(defaults::RATE_LIMIT_ENABLED) {
             if raw.per_second.is_some() || raw.burst.is_some() || raw.max_queue_wait.is_some() {
                 self.problem(
                     key,

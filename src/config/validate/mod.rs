@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::defaults;
 use super::raw::{RawConfig, RawSize};
 use super::units::{parse_duration, parse_size};
 use super::vars::expand_vars;
@@ -126,23 +127,24 @@ impl Validator<'_> {
             revoke_after: self.positive(
                 "migration.revoke_after",
                 raw.migration.revoke_after.as_deref(),
-                Duration::from_secs(7 * 24 * 3600),
+                defaults::REVOKE_AFTER,
             ),
         };
         let scopes = Arc::new(self.scope_table(&raw.scope_rules));
         let log = Log {
             format: match raw.log.format.as_deref() {
-                None | Some("text") => LogFormat::Text,
+                None => defaults::LOG_FORMAT,
+                Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
                 Some(other) => {
                     self.problem(
                         "log.format",
                         format!(r#"{other:?} is not a log format; use "text" or "json""#),
                     );
-                    LogFormat::Text
+                    defaults::LOG_FORMAT
                 }
             },
-            access: raw.log.access.unwrap_or(true),
+            access: raw.log.access.unwrap_or(defaults::LOG_ACCESS),
         };
         Config {
             server,

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{unknown, Validator};
+use crate::config::defaults;
 use crate::config::raw::{RawConfig, RawRoute};
-use crate::config::{Integration, Mode, Route, ScopeCheck, Server, DEFAULT_BLOCKED_MESSAGE};
+use crate::config::{Integration, Mode, Route, ScopeCheck, Server};
 
 impl Validator<'_> {
     /// Every route, in file order; a prefix used twice is reported at its second use.
@@ -103,7 +104,8 @@ impl Validator<'_> {
         };
         let mode_key = format!("{key}.mode");
         let mode = match raw.mode.as_deref() {
-            None | Some("oauth") => Mode::OAuth,
+            None => defaults::MODE,
+            Some("oauth") => Mode::OAuth,
             Some("passthrough") => Mode::Passthrough,
             Some("blocked") => Mode::Blocked,
             Some(other) => {
@@ -111,11 +113,12 @@ impl Validator<'_> {
                     &mode_key,
                     format!(r#"{other:?} is not a mode; use "oauth", "passthrough" or "blocked""#),
                 );
-                Mode::OAuth
+                defaults::MODE
             }
         };
         let scope_check = match raw.scope_check.as_deref() {
-            None | Some("warn") => ScopeCheck::Warn,
+            None => defaults::SCOPE_CHECK,
+            Some("warn") => ScopeCheck::Warn,
             Some("enforce") => ScopeCheck::Enforce,
             Some("off") => ScopeCheck::Off,
             Some(other) => {
@@ -123,7 +126,7 @@ impl Validator<'_> {
                     format!("{key}.scope_check"),
                     format!(r#"{other:?} is not a scope check; use "enforce", "warn" or "off""#),
                 );
-                ScopeCheck::Warn
+                defaults::SCOPE_CHECK
             }
         };
         if raw.blocked_message.is_some() && mode != Mode::Blocked {
@@ -194,8 +197,8 @@ impl Validator<'_> {
             blocked_message: raw
                 .blocked_message
                 .clone()
-                .unwrap_or_else(|| DEFAULT_BLOCKED_MESSAGE.to_owned()),
-            allow_anonymous: raw.allow_anonymous.unwrap_or(false),
+                .unwrap_or_else(|| defaults::BLOCKED_MESSAGE.to_owned()),
+            allow_anonymous: raw.allow_anonymous.unwrap_or(defaults::ALLOW_ANONYMOUS),
             scope_check,
             max_body_bytes: match &raw.max_body_bytes {
                 Some(s) => Some(self.size(&format!("{key}.max_body_bytes"), Some(s), 0)),

@@ -1,6 +1,7 @@
 //! `[[scope_rules]]`: path → scope rules added to the built-in table.
 
 use super::Validator;
+use crate::config::defaults;
 use crate::config::raw::RawScopeRule;
 use crate::migration::scopes::{self, RuleSource, ScopeRule, ScopeTable};
 
@@ -39,7 +40,7 @@ impl Validator<'_> {
             rules.push(ScopeRule {
                 pattern,
                 methods,
-                exact: r.exact.unwrap_or(false),
+                exact: r.exact.unwrap_or(defaults::SCOPE_RULE_EXACT),
                 scopes,
                 source: RuleSource::Config { index: i },
             });

@@ -1,9 +1,7 @@
 //! `[server]` and `[admin]`: the two listeners.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use super::Validator;
+use crate::config::defaults;
 use crate::config::raw::{RawAdmin, RawServer, RawServerTls};
 use crate::config::{Admin, Server, ServerTls};
 
@@ -13,36 +11,40 @@ impl Validator<'_> {
             listen: self.listen(
                 "server.listen",
                 raw.listen.as_deref(),
-                SocketAddr::from(([127, 0, 0, 1], 8080)),
+                defaults::SERVER_LISTEN,
             ),
             request_timeout: self.positive(
                 "server.request_timeout",
                 raw.request_timeout.as_deref(),
-                Duration::from_secs(120),
+                defaults::REQUEST_TIMEOUT,
             ),
             header_timeout: self.positive(
                 "server.header_timeout",
                 raw.header_timeout.as_deref(),
-                Duration::from_secs(30),
+                defaults::HEADER_TIMEOUT,
             ),
             idle_timeout: self.positive(
                 "server.idle_timeout",
                 raw.idle_timeout.as_deref(),
-                Duration::from_secs(60),
+                defaults::IDLE_TIMEOUT,
             ),
             body_timeout: self.positive(
                 "server.body_timeout",
                 raw.body_timeout.as_deref(),
-                Duration::from_secs(60),
+                defaults::BODY_TIMEOUT,
             ),
             write_timeout: self.positive(
                 "server.write_timeout",
                 raw.write_timeout.as_deref(),
-                Duration::from_secs(60),
+                defaults::WRITE_TIMEOUT,
             ),
             max_header_bytes: {
                 let key = "server.max_header_bytes";
-                let v = self.size(key, raw.max_header_bytes.as_ref(), 64 * 1024);
+                let v = self.size(
+                    key,
+                    raw.max_header_bytes.as_ref(),
+                    defaults::MAX_HEADER_BYTES,
+                );
                 if v < 8192 {
                     self.problem(key, format!("{v} is below the minimum of 8 KiB (8192); Coupa tokens alone are several KB"));
                 }
@@ -58,19 +60,19 @@ impl Validator<'_> {
                         "server.max_concurrent_requests",
                         "0 would refuse every request; use a positive number",
                     );
-                    4096
+                    defaults::MAX_CONCURRENT_REQUESTS
                 }
-                v => v.unwrap_or(4096),
+                v => v.unwrap_or(defaults::MAX_CONCURRENT_REQUESTS),
             },
             shutdown_grace: self.duration(
                 "server.shutdown_grace",
                 raw.shutdown_grace.as_deref(),
-                Duration::from_secs(30),
+                defaults::SHUTDOWN_GRACE,
             ),
             retry_body_limit: self.size(
                 "server.retry_body_limit",
                 raw.retry_body_limit.as_ref(),
-                1024 * 1024,
+                defaults::RETRY_BODY_LIMIT,
             ),
             tls: raw.tls.as_ref().and_then(|t| self.server_tls(t)),
             workers: match raw.workers {
@@ -84,7 +86,7 @@ impl Validator<'_> {
                     1
                 }
                 Some(n) => n,
-                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                None => defaults::workers(),
             },
         }
     }
@@ -94,7 +96,7 @@ impl Validator<'_> {
             listen: self.listen(
                 "admin.listen",
                 raw.listen.as_deref(),
-                SocketAddr::from(([127, 0, 0, 1], 9090)),
+                defaults::ADMIN_LISTEN,
             ),
         }
     }

@@ -1,17 +1,11 @@
 //! `[upstream]`: the pooled client towards Coupa and the outbound proxy.
 
-use std::time::Duration;
-
 use http::Uri;
 
 use super::Validator;
+use crate::config::defaults;
 use crate::config::raw::RawUpstream;
 use crate::config::{OutboundProxy, Upstream};
-
-/// PERF: with 64, 256 requests in flight made the pool open ~2,300 connections/s; with 1024 it
-/// opens one per request slot and req/s rose ×1.29, p99 fell ×0.68 (load bench A/B,
-/// benches/RESULTS.md). See [`Upstream::pool_max_idle_per_host`].
-const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
 
 impl Validator<'_> {
     pub(super) fn upstream(&mut self, raw: &RawUpstream) -> Upstream {
@@ -19,16 +13,16 @@ impl Validator<'_> {
             connect_timeout: self.positive(
                 "upstream.connect_timeout",
                 raw.connect_timeout.as_deref(),
-                Duration::from_secs(5),
+                defaults::CONNECT_TIMEOUT,
             ),
             pool_idle_timeout: self.positive(
                 "upstream.pool_idle_timeout",
                 raw.pool_idle_timeout.as_deref(),
-                Duration::from_secs(50),
+                defaults::POOL_IDLE_TIMEOUT,
             ),
             pool_max_idle_per_host: raw
                 .pool_max_idle_per_host
-                .unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
+                .unwrap_or(defaults::POOL_MAX_IDLE_PER_HOST),
             ca_file: raw
                 .ca_file
                 .as_deref()
