@@ -162,3 +162,28 @@ fn the_cycle_finder_finds_cycles() {
     g.insert("c".into(), BTreeSet::new());
     assert_eq!(cycle(&g), None);
 }
+
+/// Longest a source file may be: past this a reader cannot hold it, and it is time to split by
+/// concern. Test files (`tests.rs`) and the built-in data tables are exempt.
+const MAX_LINES: usize = 700;
+
+#[test]
+fn no_source_file_outgrows_a_reader() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("mock/src"), &mut files);
+    let exempt = |f: &Path| {
+        let name = f.file_name().unwrap().to_string_lossy();
+        name == "tests.rs" || f.ends_with("migration/scopes/table.rs")
+    };
+    let long: Vec<String> = files
+        .iter()
+        .filter(|f| !exempt(f))
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split by concern: {long:?}");
+}
