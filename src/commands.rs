@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 #[cfg(feature = "demo")]
-use coupa_mock::{MockClient, MockConfig, MockCoupa};
+use coupa_mock::{demo_instance, MockCoupa, DEMO_API_KEY};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, LogFormat};
@@ -249,45 +249,6 @@ pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("{url} did not answer a status document: {e}"))?;
     print!("{}", crate::migration::render_text(&status));
     Ok(())
-}
-
-/// Scopes the demo clients are granted: the master-data and transactional resources the mock
-/// serves, read and write.
-#[cfg(feature = "demo")]
-const DEMO_SCOPES: &[&str] = &[
-    "core.accounting.read",
-    "core.accounting.write",
-    "core.common.read",
-    "core.common.write",
-    "core.expense.read",
-    "core.inventory.receiving.read",
-    "core.invoice.read",
-    "core.invoice.write",
-    "core.purchase_order.read",
-    "core.purchase_order.write",
-    "core.requisition.read",
-    "core.supplier.read",
-    "core.supplier.write",
-    "core.user.read",
-    "core.user.write",
-];
-
-/// The legacy API key the demo instances still accept (the gateway strips it).
-#[cfg(feature = "demo")]
-pub const DEMO_API_KEY: &str = "demo-legacy-api-key-0000000000000000000000";
-
-/// The mock instance `name` with the client the default `proxy.toml` uses.
-#[cfg(feature = "demo")]
-pub fn demo_instance(name: &str, listen: SocketAddr) -> MockConfig {
-    let mut cfg = MockConfig::new(name);
-    cfg.listen = listen;
-    cfg.clients.push(MockClient {
-        id: format!("demo-{name}-client"),
-        secret: format!("demo-{name}-secret"),
-        scopes: DEMO_SCOPES.iter().map(|s| s.to_string()).collect(),
-    });
-    cfg.api_keys.push(DEMO_API_KEY.to_string());
-    cfg
 }
 
 #[cfg(feature = "demo")]

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use coupa_gateway::commands::DEMO_API_KEY;
 use coupa_gateway::net::server::Gateway;
 use coupa_mock::MockCoupa;
+use coupa_mock::DEMO_API_KEY;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::commands::DEMO_API_KEY;
 use coupa_gateway::config::Config;
 use coupa_gateway::migration::identity::hash_key_line;
 use coupa_gateway::net::server::Gateway;
 use coupa_mock::MockCoupa;
+use coupa_mock::DEMO_API_KEY;
 use http::{Method, StatusCode};
 use serde_json::Value;
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use coupa_gateway::commands::demo_instance;
 use coupa_gateway::net::server::Gateway;
+use coupa_mock::demo_instance;
 use coupa_mock::MockRateLimit;
 use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -62,6 +62,7 @@ mod api;
 mod codec;
 mod config;
 mod data;
+mod demo;
 mod faults;
 mod oauth;
 mod scopes;
@@ -97,6 +98,7 @@ use tokio::{
 };
 
 pub use config::{MockClient, MockConfig, MockRateLimit, MockTls};
+pub use demo::{demo_instance, DEMO_API_KEY, DEMO_SCOPES};
 pub use faults::{Faults, DEFAULT_DOWNLOAD_SIZE};
 pub use scopes::{known_scopes, required_scope, RESOURCES};
 pub use stream::{attachment_bytes, attachment_sha256, DOWNLOAD_CHUNK};

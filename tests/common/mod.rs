@@ -15,8 +15,8 @@ pub use {cli::*, client::*, config::*, gateway::*, pki::*};
 
 use std::time::Duration;
 
-use coupa_gateway::commands::demo_instance;
 use coupa_gateway::net::server::Gateway;
+use coupa_mock::demo_instance;
 use coupa_mock::{MockConfig, MockCoupa};
 
 /// A mock instance like the demo's, on an ephemeral port, with no rate limit (the gateway's
