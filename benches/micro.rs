@@ -366,7 +366,7 @@ fn identify(c: &mut Criterion) {
         b.iter(|| {
             black_box(matches!(
                 identity::identify(black_box(&integrations), black_box(unknown), peer),
-                Caller::UnknownKey
+                Caller::UnknownKey(_)
             ))
         })
     });

@@ -223,8 +223,9 @@ pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(),
     Err(format!("{url} answered {status}: {body}"))
 }
 
-/// `coupa-gateway report`: fetch `/status` from a running gateway and print it readably.
-pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
+/// `coupa-gateway report`: fetch `/status` from a running gateway and print it readably, or
+/// with `json` its integrations and unrecognised keys as one JSON document.
+pub async fn report(admin: Option<&str>, path: &Path, json: bool) -> Result<(), String> {
     let base = admin_base(admin, path);
     let url = format!("{base}/status");
     let resp = admin_client()?
@@ -247,7 +248,18 @@ pub async fn report(admin: Option<&str>, path: &Path) -> Result<(), String> {
         .map_err(|e| format!("reading {url}: {e}"))?;
     let status: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| format!("{url} did not answer a status document: {e}"))?;
-    print!("{}", crate::migration::render_text(&status));
+    if json {
+        let doc = serde_json::json!({
+            "started_at": status["started_at"],
+            "integrations": status["integrations"],
+            "discovered_keys": status["discovered_keys"],
+            "discovered_keys_evicted": status["discovered_keys_evicted"],
+        });
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", crate::migration::render_text(&status));
+    }
     Ok(())
 }
 

@@ -58,11 +58,15 @@ enum Command {
     },
     /// Read an API key on standard input and print the `key_sha256` line for `[[integrations]]`.
     HashKey,
-    /// The migration report: integrations, their routes' modes and verdicts, scopes per client.
+    /// The migration report: integrations, their routes' modes and verdicts, scopes per client,
+    /// and the API keys no integration knows.
     Report {
         /// The admin listener's base URL (default: from the config file's admin.listen).
         #[arg(long)]
         admin: Option<String>,
+        /// Print the integrations and unrecognised keys as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// Exit 0 when the running gateway's admin listener answers /healthz (or /readyz with
     /// --ready) with 2xx within 5 s; for container health checks on images without curl.
@@ -123,7 +127,9 @@ fn main() -> ExitCode {
                 commands::token(config, &client, show_token).await
             }
             Command::HashKey => commands::hash_key(),
-            Command::Report { admin } => commands::report(admin.as_deref(), config).await,
+            Command::Report { admin, json } => {
+                commands::report(admin.as_deref(), config, json).await
+            }
             Command::Health { admin, ready } => {
                 commands::health(admin.as_deref(), config, ready).await
             }

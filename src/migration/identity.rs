@@ -61,8 +61,8 @@ impl Integration {
 pub enum Caller<'a> {
     /// A configured integration.
     Known(&'a Integration),
-    /// Sent a legacy key that no integration has.
-    UnknownKey,
+    /// Sent a legacy key that no integration has; its SHA-256, for discovery.
+    UnknownKey([u8; 32]),
     /// The key matches, but the address is not in the integration's `allow_ips`.
     WrongAddress(&'a Integration),
     /// No key, and no address-only integration matched.
@@ -79,9 +79,8 @@ pub fn identify<'a>(
     key: Option<&HeaderValue>,
     peer: IpAddr,
 ) -> Caller<'a> {
-    if integrations.is_empty() {
-        return Caller::Anonymous;
-    }
+    // With no integrations configured every key is unknown: still hashed, so that discovery
+    // lists the keys in use before the first entry is written.
     if let Some(key) = key {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
@@ -95,7 +94,7 @@ pub fn identify<'a>(
         return match found {
             Some(g) if g.allow_ips.is_empty() || g.ip_allowed(peer) => Caller::Known(g),
             Some(g) => Caller::WrongAddress(g),
-            None => Caller::UnknownKey,
+            None => Caller::UnknownKey(digest),
         };
     }
     // Integrations with a key must present it; address-only ones are recognised by address.
@@ -165,7 +164,10 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let name = |c: Caller<'_>| match c {
             Caller::Known(g) => format!("known:{}", g.name),
-            Caller::UnknownKey => "unknown-key".into(),
+            Caller::UnknownKey(d) => {
+                assert_eq!(d, <[u8; 32]>::from(Sha256::digest(b"nope")));
+                "unknown-key".into()
+            }
             Caller::WrongAddress(g) => format!("wrong-address:{}", g.name),
             Caller::Anonymous => "anonymous".into(),
         };

@@ -7,6 +7,7 @@
 //! reloads. They are in memory: a restart starts the observation window again, and a verdict of
 //! "safe to revoke" is only given after a full window observed by this process.
 
+pub mod discovered;
 pub mod identity;
 pub mod scopes;
 
@@ -188,6 +189,8 @@ impl RouteSnapshot {
 #[derive(Debug, Default)]
 pub struct Tracker {
     integrations: Mutex<BTreeMap<String, Arc<IntegrationStats>>>,
+    /// Legacy keys no integration knows.
+    pub discovered: discovered::Discovered,
 }
 
 impl Tracker {
@@ -544,6 +547,7 @@ pub fn render_text(status: &Value) -> String {
             }
         );
     }
+    discovered::render_text(status, &mut out);
     out
 }
 

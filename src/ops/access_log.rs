@@ -8,10 +8,13 @@
 //! influence is escaped there (see [`Field`]): a path or request id cannot end its field or
 //! its line early and pass for another field (a forged `status=200`) or another line.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method};
+
+use crate::migration::discovered::FINGERPRINT_LEN;
 
 /// Everything an access-log line says about one request.
 #[derive(Debug)]
@@ -20,6 +23,10 @@ pub struct AccessRecord {
     pub request_id: HeaderValue,
     /// The integration's name, or `anonymous`.
     pub integration: String,
+    /// The peer's address.
+    pub peer: IpAddr,
+    /// The fingerprint of a legacy key no integration knows (never the key).
+    pub key: Option<[u8; FINGERPRINT_LEN]>,
     /// The matched route prefix (empty when none matched).
     pub route: String,
     /// The instance the route targets.
@@ -48,10 +55,18 @@ impl AccessRecord {
     pub fn emit(&self, response_bytes: u64, complete: bool) {
         let escape = !json_fields();
         let field = |text| Field { text, escape };
+        let mut peer = StackText::new();
+        let _ = write!(peer, "{}", self.peer);
+        let key = self
+            .key
+            .as_ref()
+            .map(|k| std::str::from_utf8(k).unwrap_or("-"));
         tracing::info!(
             target: "access",
             request_id = %field(self.request_id.to_str().unwrap_or("-")),
             integration = %field(&self.integration),
+            peer = %field(peer.as_str()),
+            key = key.map(|text| tracing::field::display(field(text))),
             route = %field(&self.route),
             instance = %field(&self.instance),
             mode = %self.mode,
@@ -105,6 +120,39 @@ impl fmt::Display for Field<'_> {
             rest = &rest[i + c.len_utf8()..];
         }
         f.write_str(rest)
+    }
+}
+
+/// Text formatted on the stack: an address needs no allocation to be written as a [`Field`].
+/// 48 bytes hold any IP address (39 at most as Rust writes them); a write that does not fit
+/// fails and leaves the text before it.
+struct StackText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl StackText {
+    fn new() -> Self {
+        Self {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
+    }
+}
+
+impl fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 

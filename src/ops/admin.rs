@@ -222,6 +222,8 @@ pub fn status(shared: &Shared) -> Value {
         "clients": clients,
         "routes": routes,
         "integrations": integrations,
+        "discovered_keys": shared.tracker.discovered.report(),
+        "discovered_keys_evicted": shared.tracker.discovered.evicted(),
         "reload": reload_status(shared),
     })
 }

@@ -128,6 +128,7 @@ th,td{text-align:left;vertical-align:top;padding:5px 8px;border-bottom:1px solid
 th{background:#eef0f4;font-weight:600;font-size:12px;color:#4a5465}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}\
 code{font:12px ui-monospace,Menlo,Consolas,monospace;background:#eef0f4;padding:1px 4px;border-radius:3px}\
+pre{margin:0;font:12px ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap}\
 code.missing{background:#fde2e1;color:#8a1c17}code.unused{color:#8a93a3}\
 .badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:12px;font-weight:600;white-space:nowrap}\
 .ok{background:#dcf3e3;color:#17612f}.warn{background:#fff0c9;color:#7a5300}.bad{background:#fde2e1;color:#8a1c17}\
@@ -168,6 +169,7 @@ pub fn render(status: &Value, now: SystemTime) -> String {
     clients(&mut out, items(&status["clients"]), now);
     routes(&mut out, items(&status["routes"]));
     integrations(&mut out, items(&status["integrations"]), now);
+    discovered_keys(&mut out, status, now);
     instances(&mut out, items(&status["instances"]));
     reload(&mut out, &status["reload"], now);
     let _ = write!(
@@ -420,6 +422,55 @@ fn integrations(out: &mut String, list: &[Value], now: SystemTime) {
     out.push_str("</table></section>\n");
 }
 
+/// Legacy keys no integration knows: the forgotten integrations, each with the entry that
+/// would recognise it.
+fn discovered_keys(out: &mut String, status: &Value, now: SystemTime) {
+    out.push_str("<section id=\"discovered-keys\"><h2>Unrecognised API keys</h2>\n");
+    let keys = items(&status["discovered_keys"]);
+    let evicted = u(&status["discovered_keys_evicted"]);
+    if evicted > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"sub\">{evicted} more key(s) dropped: only the most recently seen are kept.</p>"
+        );
+    }
+    if keys.is_empty() {
+        out.push_str(
+            "<p class=\"empty\">No request with a key that no [[integrations]] entry knows.</p></section>\n",
+        );
+        return;
+    }
+    out.push_str(
+        "<table><tr><th>key (SHA-256 prefix)</th><th>routes</th><th>last seen</th>\
+         <th class=\"n\">2xx</th><th class=\"n\">3xx</th><th class=\"n\">4xx</th><th class=\"n\">5xx</th>\
+         <th>sources</th><th>to recognise it, add to proxy.toml</th></tr>\n",
+    );
+    for k in keys {
+        let req = &k["requests"];
+        let mut sources = chips(items(&k["addresses"]), "");
+        for agent in items(&k["user_agents"]) {
+            let _ = write!(sources, "<div class=\"sub\">{}</div>", t(agent));
+        }
+        let _ = writeln!(
+            out,
+            "<tr><td><code title=\"{}\">{}</code><div class=\"sub\">first seen {}</div></td><td>{}</td>\
+             <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td>{sources}</td><td><pre>{}</pre></td></tr>",
+            t(&k["key_sha256"]),
+            t(&k["fingerprint"]),
+            when(&k["first_seen"], now),
+            chips(items(&k["routes"]), ""),
+            when(&k["last_seen"], now),
+            u(&req["2xx"]),
+            u(&req["3xx"]),
+            u(&req["4xx"]),
+            u(&req["5xx"]),
+            t(&k["stanza"]),
+        );
+    }
+    out.push_str("</table></section>\n");
+}
+
 fn instances(out: &mut String, list: &[Value]) {
     out.push_str("<section id=\"instances\"><h2>Coupa instances</h2>\n");
     if list.is_empty() {
@@ -591,6 +642,35 @@ mod tests {
         assert!(page.contains("RESTART REQUIRED"));
         assert!(page.contains("admin.listen (a -&gt; b)"));
         assert!(page.contains("1m 0s ago"));
+    }
+
+    #[test]
+    fn discovered_keys_are_listed_with_their_stanza() {
+        let mut s = sample();
+        s["discovered_keys"] = json!([{
+            "fingerprint": "0123456789ab", "key_sha256": "0123456789ab<x>",
+            "routes": ["/prod"], "requests": {"2xx": 7, "3xx": 0, "4xx": 2, "5xx": 0},
+            "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-01T01:59:00Z",
+            "addresses": ["10.0.0.1"], "user_agents": ["curl/8 <i>"],
+            "stanza": "[[integrations]]\nname = \"unknown-0123456789ab\"\n",
+        }]);
+        s["discovered_keys_evicted"] = json!(3);
+        let page = render(&s, at("2026-01-01T02:00:00Z"));
+        for text in [
+            "Unrecognised API keys",
+            ">0123456789ab</code>",
+            "<td class=\"n\">7</td>",
+            "1m 0s ago",
+            "10.0.0.1",
+            "curl/8 &lt;i&gt;",
+            "name = &quot;unknown-0123456789ab&quot;",
+            "3 more key(s) dropped",
+        ] {
+            assert!(page.contains(text), "missing {text:?} in\n{page}");
+        }
+        assert!(!page.contains("<i>\""));
+        s["discovered_keys"] = json!([]);
+        assert!(render(&s, SystemTime::now()).contains("No request with a key"));
     }
 
     #[test]

@@ -98,7 +98,7 @@ pub(super) fn admit(route: &RouteTarget, caller: &Caller<'_>) -> Result<(), Prox
             integration: g.name.clone(),
         }),
         _ if route.open => Ok(()),
-        Caller::UnknownKey => Err(ProxyError::Unauthenticated(
+        Caller::UnknownKey(_) => Err(ProxyError::Unauthenticated(
             "the X-COUPA-API-KEY sent is not one this gateway knows; this route admits only the integrations configured for it",
         )),
         Caller::Anonymous => Err(ProxyError::Unauthenticated(

@@ -33,6 +33,7 @@ pub use error::ProxyError;
 pub use headers::X_REQUEST_ID as REQUEST_ID;
 
 use crate::config::Mode;
+use crate::migration::discovered::{self, Sighting};
 use crate::migration::identity::{self, Caller};
 use crate::migration::{Observation, ANONYMOUS};
 use crate::net::bounds::RequestBody;
@@ -108,7 +109,9 @@ pub async fn handle(
     let refused = admission::refusal(&req, keys, &conn.state)
         .or_else(|| found.is_none().then_some(ProxyError::NoRoute));
     if let Some(error) = refused {
-        return Ok(unrouted(&shared, error, &request_id, log, started).map(|b| b.holding(active)));
+        return Ok(
+            unrouted(&shared, &conn, error, &request_id, log, started).map(|b| b.holding(active))
+        );
     }
     let found = found.expect("no refusal means a route matched");
     let route = found.route;
@@ -119,7 +122,12 @@ pub async fn handle(
     let caller = identity::identify(&runtime.integrations, key, conn.peer);
     let (caller_name, usage) = match &caller {
         Caller::Known(g) | Caller::WrongAddress(g) => (g.name.as_str(), &g.usage[route.index]),
-        Caller::UnknownKey | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
+        Caller::UnknownKey(_) | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
+    };
+    // Kept for discovery only (a refcount, not a copy): known callers pay one branch.
+    let unknown_agent = match caller {
+        Caller::UnknownKey(_) => req.headers().get(http::header::USER_AGENT).cloned(),
+        _ => None,
     };
     let needed = runtime.config.scopes.needed(req.method(), found.rest);
     let upstream_pq = forward::upstream_path_and_query(route, found.rest, req.uri().query());
@@ -181,12 +189,18 @@ pub async fn handle(
 
     // 8. Account: metrics, the migration ledger and (when on) the access line.
     let status = resp.status().as_u16();
+    let unknown_key = match &caller {
+        Caller::UnknownKey(digest) => Some(digest),
+        _ => None,
+    };
     let resp = match log {
         Some((method, uri)) => {
             let upstream = ctx.upstream_micros.load(Ordering::Relaxed);
             let record = AccessRecord {
                 request_id: request_id.clone(),
                 integration: caller_name.to_owned(),
+                peer: conn.peer,
+                key: unknown_key.map(discovered::fingerprint),
                 route: route.prefix.clone(),
                 instance: route.instance.name.clone(),
                 mode: route.mode.as_str(),
@@ -203,6 +217,7 @@ pub async fn handle(
         None => resp,
     };
     route.metrics.responses.record(status);
+    let at = SystemTime::now();
     usage
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -211,15 +226,35 @@ pub async fn handle(
             mode: route.mode,
             legacy_key,
             needed,
-            at: SystemTime::now(),
+            at,
         });
+    if let Some(digest) = unknown_key {
+        discover(
+            &shared,
+            &Sighting {
+                digest,
+                route: &route.prefix,
+                status,
+                peer: conn.peer,
+                user_agent: unknown_agent.as_ref().map(HeaderValue::as_bytes),
+                at,
+            },
+        );
+    }
     Ok(resp.map(|b| b.holding(active)))
+}
+
+/// Notes a request whose key no integration knows (out of line: known callers never come here).
+#[cold]
+fn discover(shared: &Shared, sighting: &Sighting<'_>) {
+    shared.tracker.discovered.record(sighting);
 }
 
 /// The answer to a request refused before routing (method, bad path or framing, no route).
 #[cold]
 fn unrouted(
     shared: &Shared,
+    conn: &ConnInfo,
     error: ProxyError,
     request_id: &HeaderValue,
     log: Option<(http::Method, Uri)>,
@@ -234,6 +269,8 @@ fn unrouted(
             b.logged(AccessRecord {
                 request_id: request_id.clone(),
                 integration: ANONYMOUS.to_owned(),
+                peer: conn.peer,
+                key: None,
                 route: String::new(),
                 instance: String::new(),
                 mode: "",
