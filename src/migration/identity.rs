@@ -79,8 +79,12 @@ pub fn identify<'a>(
     key: Option<&HeaderValue>,
     peer: IpAddr,
 ) -> Caller<'a> {
-    // With no integrations configured every key is unknown: still hashed, so that discovery
-    // lists the keys in use before the first entry is written.
+    // PERF: with no integrations configured nothing is identified, and hashing every key for
+    // discovery cost +4,750 instructions per request (+10 %, callgrind, paged GET with a key):
+    // past the load bench's noise. Discovery starts with the first `[[integrations]]` entry.
+    if integrations.is_empty() {
+        return Caller::Anonymous;
+    }
     if let Some(key) = key {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
