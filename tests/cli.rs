@@ -241,7 +241,7 @@ async fn json_logs_carry_one_access_line_per_request_without_query_values() {
             ],
         )
         .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "{}", r.text());
     let access = loop {
         let v = next_json(&mut lines).await;
         if v["target"] == "access" {

@@ -158,12 +158,6 @@ pub(super) async fn refresher(cell: Weak<TokenCell>, nudge: Arc<Notify>, http: r
 }
 
 pub(super) fn publish(cell: &TokenCell, mut token: Token, minted: &Minted, next: Instant) {
-    tracing::info!(
-        client = %cell.name,
-        instance = %cell.instance,
-        expires_in_s = minted.expires_in.as_secs(),
-        "token minted"
-    );
     // Only one task publishes for a cell at a time (prime runs before the refresher starts).
     token.generation = *cell.generations.borrow() + 1;
     let generation = token.generation;
@@ -177,6 +171,14 @@ pub(super) fn publish(cell: &TokenCell, mut token: Token, minted: &Minted, next:
         rejected: None,
     });
     cell.generations.send_replace(generation);
+    // Logged once the token is in use: a caller (or a test) acting on this line must not
+    // meet a 503 from a cell still holding no token (seen in tests/cli.rs).
+    tracing::info!(
+        client = %cell.name,
+        instance = %cell.instance,
+        expires_in_s = minted.expires_in.as_secs(),
+        "token minted"
+    );
 }
 
 /// The minting side of a cell, beside the refresher that does it in the background.
