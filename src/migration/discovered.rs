@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::{classes, lock, rfc3339};
+use super::{classes, joined_or_dash, lock, rfc3339, text_list};
 
 /// Distinct unknown keys kept.
 pub const MAX_KEYS: usize = 1000;
@@ -214,14 +214,7 @@ pub fn render_text(status: &Value, out: &mut String) {
     if keys.is_empty() {
         out.push_str("  (none seen)\n");
     }
-    let list = |v: &Value| -> String {
-        let items: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
-        if items.is_empty() {
-            "-".into()
-        } else {
-            items.join(" ")
-        }
-    };
+    let list = text_list;
     for k in keys {
         let req = &k["requests"];
         let _ = writeln!(
@@ -243,15 +236,7 @@ pub fn render_text(status: &Value, out: &mut String) {
             .flatten()
             .map(|a| format!("{a}"))
             .collect();
-        let _ = writeln!(
-            out,
-            "    user agents: {}",
-            if agents.is_empty() {
-                "-".into()
-            } else {
-                agents.join(" ")
-            }
-        );
+        let _ = writeln!(out, "    user agents: {}", joined_or_dash(&agents, " "));
         out.push_str("    to recognise it, add to proxy.toml:\n");
         for line in s(&k["stanza"]).lines() {
             let _ = writeln!(out, "      {line}");

@@ -432,6 +432,26 @@ pub fn render_metrics(tracker: &Tracker, out: &mut String) {
     }
 }
 
+/// `items` joined by `sep`, or `-` when there are none (the report's empty value).
+pub(crate) fn joined_or_dash(items: &[String], sep: &str) -> String {
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(sep)
+    }
+}
+
+/// A JSON array of strings as one space-separated report value.
+pub(crate) fn text_list(v: &Value) -> String {
+    let items: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| i.as_str().unwrap_or("-").to_owned())
+        .collect();
+    joined_or_dash(&items, " ")
+}
+
 /// The migration report as text, from a `/status` document (what `coupa-gateway report`
 /// prints). Works on the JSON so it can read any gateway's admin endpoint.
 pub fn render_text(status: &Value) -> String {
@@ -501,14 +521,7 @@ pub fn render_text(status: &Value) -> String {
     out.push_str("\nCLIENTS\n");
     for c in status["clients"].as_array().into_iter().flatten() {
         let r = &c["scope_report"];
-        let list = |v: &Value| -> String {
-            let items: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
-            if items.is_empty() {
-                "-".into()
-            } else {
-                items.join(" ")
-            }
-        };
+        let list = text_list;
         let needed: Vec<String> = r["needed"]
             .as_array()
             .into_iter()
@@ -517,15 +530,7 @@ pub fn render_text(status: &Value) -> String {
             .collect();
         let _ = writeln!(out, "  {} (instance {})", s(&c["name"]), s(&c["instance"]));
         let _ = writeln!(out, "    configured: {}", list(&r["configured"]));
-        let _ = writeln!(
-            out,
-            "    needed:     {}",
-            if needed.is_empty() {
-                "-".into()
-            } else {
-                needed.join(", ")
-            }
-        );
+        let _ = writeln!(out, "    needed:     {}", joined_or_dash(&needed, ", "));
         let _ = writeln!(
             out,
             "    missing:    {}{}",
