@@ -5,7 +5,7 @@
 //! filter both allow it): with access logs off, the request path pays one branch.
 //!
 //! Text lines write fields unquoted (`path=/x status=200`), so every string the caller can
-//! influence is escaped there (see [`Field`]): a path or request id cannot end its field or
+//! influence is escaped there (see `Field`): a path or request id cannot end its field or
 //! its line early and pass for another field (a forged `status=200`) or another line.
 
 use std::fmt::{self, Write as _};

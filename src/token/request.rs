@@ -69,7 +69,7 @@ impl std::fmt::Debug for TokenRequest {
 pub struct Minted {
     /// The access token; never logged.
     pub access_token: SecretString,
-    /// `expires_in`, or [`DEFAULT_EXPIRES_IN`] when the endpoint omitted it.
+    /// `expires_in`, or an hour (`DEFAULT_EXPIRES_IN`) when the endpoint omitted it.
     pub expires_in: Duration,
     /// True when `expires_in` was missing from the response.
     pub expires_in_assumed: bool,
