@@ -400,3 +400,26 @@ async fn a_download_pausing_longer_than_idle_timeout_is_not_cut_as_idle() {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body.len() as u64, size);
 }
+
+#[tokio::test]
+async fn a_reload_applies_new_connection_bounds_to_the_next_connection() {
+    let prod = mock("prod").await;
+    let slow = one_second_bounds(&prod).server("idle_timeout = \"60s\"");
+    let gw = ready_gateway(&slow).await;
+    let mut before = TcpStream::connect(gw.addr()).await.unwrap();
+    gw.reload(one_second_bounds(&prod).config())
+        .await
+        .expect("reload applies");
+    // The bounds are taken when a connection is accepted, from the snapshot then current.
+    let mut after = TcpStream::connect(gw.addr()).await.unwrap();
+    assert!(
+        closed_within_patience(&mut after).await,
+        "a connection accepted after the reload kept the old idle_timeout"
+    );
+    let mut sink = [0u8; 1];
+    let still_open = tokio::time::timeout(Duration::from_millis(500), before.read(&mut sink)).await;
+    assert!(
+        still_open.is_err(),
+        "the earlier connection keeps its own bounds"
+    );
+}

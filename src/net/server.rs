@@ -225,9 +225,8 @@ async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartE
 /// the connection's first bytes choose the builder ([`LenientTargets::sniff_h2_preface`]).
 pub(crate) struct Protocols {
     h1: http1::Builder,
-    h2: http2::Builder<StreamExecutor>,
-    /// The bounds each connection's wrapper applies.
-    pub(crate) limits: ConnLimits,
+    /// hyper's HTTP/1 header limit, fixed with the builder at start.
+    max_header_bytes: usize,
 }
 
 impl Protocols {
@@ -247,38 +246,48 @@ impl Protocols {
             // header limit is set higher than that.
             .max_buf_size(server.max_header_bytes.max(8192 + 100 * 4096))
             .keep_alive(true);
-        // Each stream's task runs under a guard that resets it when the client leaves its
-        // flow-control window shut (net/bounds.rs).
-        let mut h2 = http2::Builder::new(StreamExecutor {
-            write_timeout: server.write_timeout,
-        });
-        h2.timer(TokioTimer::new())
-            .keep_alive_interval(Some(server.idle_timeout))
-            .max_header_list_size(u32::try_from(server.max_header_bytes).unwrap_or(u32::MAX));
-        let limits = ConnLimits {
+        Self {
+            h1,
+            max_header_bytes: server.max_header_bytes,
+        }
+    }
+
+    /// A new connection's bounds: the timeouts from `server` (the current snapshot, so a reload
+    /// applies to the next connection), the header cap from the running builder.
+    fn limits(&self, server: &crate::config::Server) -> ConnLimits {
+        ConnLimits {
             header: server.header_timeout,
             idle: server.idle_timeout,
             write: server.write_timeout,
-            max_head: server.max_header_bytes,
-        };
-        Self { h1, h2, limits }
+            max_head: self.max_header_bytes,
+        }
     }
 
-    /// Wraps an accepted (and possibly decrypted) connection in the wrapper that fixes request
-    /// targets and applies the connection's time bounds.
-    fn wrap<S>(&self, stream: S, state: Arc<ConnState>) -> LenientTargets<S> {
-        LenientTargets::with_limits(stream, state, self.limits)
+    /// The HTTP/2 settings of one connection. Made per connection (they are few and
+    /// long-lived) so the stream guard's `write_timeout` follows reloads like the rest.
+    fn h2(&self, limits: &ConnLimits) -> http2::Builder<StreamExecutor> {
+        // Each stream's task runs under a guard that resets it when the client leaves its
+        // flow-control window shut (net/bounds.rs).
+        let mut h2 = http2::Builder::new(StreamExecutor {
+            write_timeout: limits.write,
+        });
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(Some(limits.idle))
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
+        h2
     }
 
     /// Serves one connection with `svc` until it closes, watched for graceful shutdown when a
-    /// watcher is given. `idle_timeout` bounds the wait for the first bytes; an HTTP/2
-    /// connection with no request in flight (`state`) for that long gets a GOAWAY.
+    /// watcher is given. The connection is wrapped in the wrapper that fixes request targets
+    /// and applies `limits`; the idle bound also bounds the wait for the first bytes, and an
+    /// HTTP/2 connection with no request in flight (`state`) for that long gets a GOAWAY.
     async fn serve<S, Svc, B>(
         &self,
-        mut io: LenientTargets<S>,
+        stream: S,
         svc: Svc,
         mut watcher: Option<Watcher>,
         state: Arc<ConnState>,
+        limits: ConnLimits,
     ) -> Result<(), hyper::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -297,7 +306,8 @@ impl Protocols {
                 None => std::future::pending().await,
             }
         };
-        let idle_timeout = self.limits.idle;
+        let mut io = LenientTargets::with_limits(stream, state.clone(), limits);
+        let idle_timeout = limits.idle;
         let sniffed = tokio::select! {
             sniffed = tokio::time::timeout(idle_timeout, io.sniff_h2_preface()) => sniffed,
             () = drain_started => return Ok(()),
@@ -318,7 +328,7 @@ impl Protocols {
             }
             (true, watcher) => {
                 let conn = IdleGoaway::new(
-                    self.h2.serve_connection(io, svc),
+                    self.h2(&limits).serve_connection(io, svc),
                     state,
                     idle_timeout,
                     http2::Connection::graceful_shutdown,
@@ -458,8 +468,13 @@ impl Worker {
             // Taken per connection from the current snapshot, so a reload that renews the
             // certificate or turns TLS on or off applies to the next connection (the listening
             // socket itself never changes).
-            let acceptor = self.shared.runtime.load().tls_acceptor.clone();
-            let handshake_timeout = builder.limits.header;
+            let (acceptor, limits) = {
+                let runtime = self.shared.runtime.load();
+                (
+                    runtime.tls_acceptor.clone(),
+                    builder.limits(&runtime.config.server),
+                )
+            };
             let shared = self.shared.clone();
             let builder = builder.clone();
             let watcher = drain.watcher();
@@ -468,16 +483,16 @@ impl Worker {
                 match acceptor {
                     None => {
                         let conn = ConnInfo::new(peer, worker);
-                        serve_http(&builder, shared, conn, stream, watcher).await;
+                        serve_http(&builder, shared, conn, stream, watcher, limits).await;
                     }
                     Some(acceptor) => {
                         // In the connection's task, so a slow handshake never holds up others.
-                        let Some(tls) = handshake(&acceptor, stream, peer, handshake_timeout).await
+                        let Some(tls) = handshake(&acceptor, stream, peer, limits.header).await
                         else {
                             return;
                         };
                         let conn = ConnInfo::https(peer, worker);
-                        serve_http(&builder, shared, conn, tls, watcher).await;
+                        serve_http(&builder, shared, conn, tls, watcher, limits).await;
                     }
                 }
             });
@@ -509,18 +524,18 @@ async fn serve_http<S>(
     conn: ConnInfo,
     stream: S,
     watcher: Watcher,
+    limits: ConnLimits,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn.peer;
     let conn = Arc::new(conn);
-    // Legacy scripts send raw `"` (JSON) in queries, which hyper's parser refuses; the same
-    // wrapper enforces the header and idle timeouts. Inside TLS, so the bytes it sees are the
-    // decrypted request lines.
+    // The wrapper `serve` puts around the stream fixes the raw `"` (JSON) legacy scripts send
+    // in queries, which hyper's parser refuses, and enforces the connection's bounds. Inside
+    // TLS, so the bytes it sees are the decrypted request lines.
     let state = conn.state.clone();
-    let io = protocols.wrap(stream, state.clone());
     let svc = service_fn(move |req| proxy::handle(shared.clone(), conn.clone(), req));
-    let served = protocols.serve(io, svc, Some(watcher), state);
+    let served = protocols.serve(stream, svc, Some(watcher), state, limits);
     if let Err(e) = served.await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
@@ -588,11 +603,11 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
         let (stream, _peer) = accept(&listener).await;
         let shared = shared.clone();
         let builder = builder.clone();
+        // The builder has no header timer of its own (see `Protocols::new`): the wrapper's
+        // bounds protect the admin port too, taken per connection like the proxy's.
+        let limits = builder.limits(&shared.runtime.load().config.server);
         tokio::spawn(async move {
-            // The builder has no header timer of its own (see `Protocols::new`): the
-            // wrapper's bounds protect the admin port too.
             let state = Arc::new(ConnState::default());
-            let io = builder.wrap(stream, state.clone());
             let in_flight = state.clone();
             let svc = service_fn(move |req| {
                 // Admin answers are built whole, so the handler's lifetime is the request's.
@@ -604,7 +619,7 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
                     answer
                 }
             });
-            let _ = builder.serve(io, svc, None, state).await;
+            let _ = builder.serve(stream, svc, None, state, limits).await;
         });
     }
 }

@@ -116,8 +116,7 @@ pub(super) fn shed<'a>(
     route: &'a RouteTarget,
     declared: Option<u64>,
 ) -> Result<(InFlight<'a>, Option<InFlight<'a>>), ProxyError> {
-    let max = max_concurrent;
-    let global = InFlight::enter(&shared.inflight, max).ok_or(ProxyError::Overloaded)?;
+    let global = InFlight::enter(&shared.inflight, max_concurrent).ok_or(ProxyError::Overloaded)?;
     let on_route = match route.max_concurrent {
         Some(max) => Some(InFlight::enter(&route.inflight, max).ok_or(ProxyError::Overloaded)?),
         None => None,
