@@ -407,6 +407,17 @@ async fn a_reload_applies_new_connection_bounds_to_the_next_connection() {
     let slow = one_second_bounds(&prod).server("idle_timeout = \"60s\"");
     let gw = ready_gateway(&slow).await;
     let mut before = TcpStream::connect(gw.addr()).await.unwrap();
+    // `connect` returns once the kernel queues the connection, maybe before the gateway accepts
+    // it; one answered request proves it was accepted under the old snapshot.
+    before
+        .write_all(b"GET /no-such-route HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _) = read_response(&mut before).await;
+    assert_eq!(
+        status, 404,
+        "answered by the proxy listener before the reload"
+    );
     gw.reload(one_second_bounds(&prod).config())
         .await
         .expect("reload applies");
