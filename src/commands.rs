@@ -225,8 +225,16 @@ pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(),
 
 /// `coupa-gateway report`: fetch `/status` from a running gateway and print it readably, or
 /// with `json` its integrations and unrecognised keys as one JSON document.
-pub async fn report(admin: Option<&str>, path: &Path, json: bool) -> Result<(), String> {
+pub async fn report(
+    admin: Option<&str>,
+    path: &Path,
+    json: bool,
+    forget: Option<&str>,
+) -> Result<(), String> {
     let base = admin_base(admin, path);
+    if let Some(name) = forget {
+        forget_integration(&base, name).await?;
+    }
     let url = format!("{base}/status");
     let resp = admin_client()?
         .get(&url)
@@ -251,6 +259,7 @@ pub async fn report(admin: Option<&str>, path: &Path, json: bool) -> Result<(), 
     if json {
         let doc = serde_json::json!({
             "started_at": status["started_at"],
+            "ledger": status["ledger"],
             "integrations": status["integrations"],
             "discovered_keys": status["discovered_keys"],
             "discovered_keys_evicted": status["discovered_keys_evicted"],
@@ -258,7 +267,39 @@ pub async fn report(admin: Option<&str>, path: &Path, json: bool) -> Result<(), 
         let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
-        print!("{}", crate::migration::render_text(&status));
+        print!("{}", crate::migration::report::render_text(&status));
+    }
+    Ok(())
+}
+
+/// `report --forget NAME`: asks the gateway to drop an integration's history.
+async fn forget_integration(base: &str, name: &str) -> Result<(), String> {
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if name.is_empty() || !name.chars().all(bare) {
+        return Err(format!(
+            "--forget {name:?}: not an integration name (letters, digits, '-' and '_')"
+        ));
+    }
+    let url = format!("{base}/ledger/forget?integration={name}");
+    let resp = admin_client()?
+        .post(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {url}: {}", crate::errors::error_chain(&e)))?;
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!(
+            "--forget {name}: {}",
+            body["message"].as_str().unwrap_or(status.as_str())
+        ));
+    }
+    if body["forgotten"] == serde_json::Value::Bool(true) {
+        eprintln!("forgot integration {name}: its history is removed from the ledger");
+    } else {
+        eprintln!("integration {name}: the ledger holds no history under that name");
     }
     Ok(())
 }

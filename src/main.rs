@@ -67,6 +67,10 @@ enum Command {
         /// Print the integrations and unrecognised keys as JSON, for scripts.
         #[arg(long)]
         json: bool,
+        /// Remove a removed or renamed integration's history from the ledger (then print
+        /// the report). The integration must no longer be in proxy.toml.
+        #[arg(long, value_name = "INTEGRATION")]
+        forget: Option<String>,
     },
     /// Exit 0 when the running gateway's admin listener answers /healthz (or /readyz with
     /// --ready) with 2xx within 5 s; for container health checks on images without curl.
@@ -127,9 +131,11 @@ fn main() -> ExitCode {
                 commands::token(config, &client, show_token).await
             }
             Command::HashKey => commands::hash_key(),
-            Command::Report { admin, json } => {
-                commands::report(admin.as_deref(), config, json).await
-            }
+            Command::Report {
+                admin,
+                json,
+                forget,
+            } => commands::report(admin.as_deref(), config, json, forget.as_deref()).await,
             Command::Health { admin, ready } => {
                 commands::health(admin.as_deref(), config, ready).await
             }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::config::Config;
+use coupa_gateway::config::{Config, StateStore};
 use coupa_gateway::net::server::Gateway;
 
 #[tokio::test]
@@ -18,6 +18,13 @@ async fn shipped_proxy_toml_works_against_the_demo_mocks() {
     let test = mock("test").await;
     cfg.server.listen = "127.0.0.1:0".parse().unwrap();
     cfg.admin.listen = "127.0.0.1:0".parse().unwrap();
+    // The shipped file keeps its ledger next to itself; a test keeps its own.
+    let dir = TempDir::new("shipped");
+    assert!(
+        matches!(cfg.state.store, StateStore::File(_)),
+        "the shipped file keeps a ledger"
+    );
+    cfg.state.store = StateStore::File(dir.path().join("state/ledger.redb"));
     for (name, m) in [("prod", &prod), ("test", &test)] {
         let mut inst = (*cfg.instances[name]).clone();
         inst.url = m.url().parse().unwrap();

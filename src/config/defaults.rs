@@ -95,6 +95,10 @@ pub const LOG_ACCESS: bool = true;
 /// `migration.revoke_after`.
 pub const REVOKE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// `state.flush_interval`: a crash loses at most this much of the ledger; a write a second
+/// is nothing for a file or a Redis server.
+pub const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// One key of `proxy.toml` and what the gateway does without it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Key {
@@ -335,6 +339,14 @@ pub const KEYS: &[Key] = &[
         "migration.revoke_after",
         "7d",
         Value::Duration(REVOKE_AFTER),
+    ),
+    nothing("state.path"),
+    nothing("state.redis"),
+    nothing("state.memory"),
+    value(
+        "state.flush_interval",
+        "1s",
+        Value::Duration(STATE_FLUSH_INTERVAL),
     ),
 ];
 

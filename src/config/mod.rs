@@ -48,6 +48,8 @@ pub struct Config {
     pub migration: Migration,
     /// `[log]`.
     pub log: Log,
+    /// `[state]`: where the migration ledger is kept.
+    pub state: State,
     /// The built-in path → scope table with `[[scope_rules]]` applied.
     pub scopes: Arc<ScopeTable>,
     /// The file this was read from, if any.
@@ -303,6 +305,52 @@ pub struct Migration {
     /// passthrough traffic (while observed by this process) before its API key is called safe to
     /// revoke.
     pub revoke_after: Duration,
+}
+
+/// `[state]`
+#[derive(Debug, Clone)]
+pub struct State {
+    /// `path`, `redis` or `memory`; without a `[state]` table, memory.
+    pub store: StateStore,
+    /// `flush_interval`, default [`defaults::STATE_FLUSH_INTERVAL`]: how often observations
+    /// are written; a crash loses at most this much.
+    pub flush_interval: Duration,
+}
+
+/// Where the migration ledger lives.
+#[derive(Debug, Clone)]
+pub enum StateStore {
+    /// In the process: verdicts restart with it.
+    Memory,
+    /// `path`: one local file (absolute, or made so from the config file's directory).
+    File(PathBuf),
+    /// `redis`: a Redis server every replica shares (the URL may hold a password).
+    Redis(SecretString),
+}
+
+impl StateStore {
+    /// Equal settings (a reload cannot move the ledger; the running store stays).
+    pub fn same_as(&self, other: &StateStore) -> bool {
+        use secrecy::ExposeSecret;
+        match (self, other) {
+            (StateStore::Memory, StateStore::Memory) => true,
+            (StateStore::File(a), StateStore::File(b)) => a == b,
+            (StateStore::Redis(a), StateStore::Redis(b)) => a.expose_secret() == b.expose_secret(),
+            _ => false,
+        }
+    }
+}
+
+/// A Redis URL for messages and `/status`: any user and password replaced by `***`.
+pub fn redis_url_shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".into();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// `[log]`

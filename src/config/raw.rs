@@ -30,6 +30,16 @@ pub(super) struct RawConfig {
     pub(super) scope_rules: Vec<RawScopeRule>,
     #[serde(default)]
     pub(super) log: RawLog,
+    pub(super) state: Option<RawState>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub(super) path: Option<String>,
+    pub(super) redis: Option<String>,
+    pub(super) memory: Option<bool>,
+    pub(super) flush_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

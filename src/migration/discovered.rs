@@ -18,12 +18,11 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::{classes, joined_or_dash, lock, rfc3339, text_list};
+use super::report::{classes, joined_or_dash, rfc3339, text_list};
+use super::{lock, secs};
+use crate::state::ledger::KeyRecord;
 
-/// Distinct unknown keys kept.
-pub const MAX_KEYS: usize = 1000;
-/// Distinct source addresses and `User-Agent` values kept per key.
-pub const RECENT: usize = 3;
+pub use crate::state::ledger::{MAX_KEYS, RECENT};
 /// A longer `User-Agent` is cut: it is a hint for a human, not evidence.
 const MAX_USER_AGENT: usize = 200;
 /// Hex digits of the digest shown as the short fingerprint.
@@ -42,7 +41,8 @@ pub fn fingerprint(digest: &[u8; 32]) -> [u8; FINGERPRINT_LEN] {
     out
 }
 
-fn hex(digest: &[u8; 32]) -> String {
+/// `digest` in lower-case hex, as `key_sha256` is written.
+pub fn hex(digest: &[u8; 32]) -> String {
     digest
         .iter()
         .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
@@ -165,31 +165,53 @@ impl Discovered {
         lock(&self.inner).evicted
     }
 
-    /// The `discovered_keys` list of `/status`, most recently seen first.
-    pub fn report(&self) -> Value {
+    /// Every key as the ledger records it (the counts since this process started).
+    pub fn records(&self) -> BTreeMap<String, KeyRecord> {
         let inner = lock(&self.inner);
-        let mut keys: Vec<(&[u8; 32], &KeySeen)> = inner.keys.iter().collect();
-        keys.sort_by_key(|k| std::cmp::Reverse(k.1.tick));
-        keys.into_iter()
+        inner
+            .keys
+            .iter()
             .map(|(digest, k)| {
-                let hex = hex(digest);
-                let fp = &hex[..FINGERPRINT_LEN];
-                let routes: Vec<&str> = k.routes.keys().map(String::as_str).collect();
-                json!({
-                    "fingerprint": fp,
-                    "key_sha256": hex,
-                    "routes": routes,
-                    "requests_by_route": k.routes,
-                    "requests": classes(&k.by_class),
-                    "first_seen": rfc3339(k.first_seen),
-                    "last_seen": rfc3339(k.last_seen),
-                    "addresses": k.addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
-                    "user_agents": k.user_agents,
-                    "stanza": stanza(fp, &hex, &routes),
-                })
+                let record = KeyRecord {
+                    routes: k.routes.clone(),
+                    by_class: k.by_class,
+                    first_seen: secs(k.first_seen),
+                    last_seen: secs(k.last_seen),
+                    addresses: k.addresses.iter().map(IpAddr::to_string).collect(),
+                    user_agents: k.user_agents.iter().cloned().collect(),
+                };
+                (hex(digest), record)
             })
             .collect()
     }
+}
+
+/// The `discovered_keys` list of `/status` from the ledger's keys, most recently seen first,
+/// leaving out keys an integration has since been configured with (`known`, hex digests).
+pub fn report(keys: &BTreeMap<String, KeyRecord>, known: &[String]) -> Value {
+    let mut keys: Vec<(&String, &KeyRecord)> = keys
+        .iter()
+        .filter(|(hex, _)| !known.contains(hex))
+        .collect();
+    keys.sort_by_key(|(_, k)| std::cmp::Reverse(k.last_seen));
+    keys.into_iter()
+        .map(|(hex, k)| {
+            let fp = &hex[..FINGERPRINT_LEN.min(hex.len())];
+            let routes: Vec<&str> = k.routes.keys().map(String::as_str).collect();
+            json!({
+                "fingerprint": fp,
+                "key_sha256": hex,
+                "routes": routes,
+                "requests_by_route": k.routes,
+                "requests": classes(&k.by_class),
+                "first_seen": rfc3339(k.first_seen),
+                "last_seen": rfc3339(k.last_seen),
+                "addresses": k.addresses,
+                "user_agents": k.user_agents,
+                "stanza": stanza(fp, hex, &routes),
+            })
+        })
+        .collect()
 }
 
 /// The `[[integrations]]` entry that would recognise the key, ready to paste into
@@ -273,7 +295,7 @@ mod tests {
     }
 
     fn hexes(d: &Discovered) -> Vec<String> {
-        d.report()
+        report(&d.records(), &[])
             .as_array()
             .unwrap()
             .iter()
@@ -324,7 +346,7 @@ mod tests {
                 ..sight(&k, 10 + i as u64)
             });
         }
-        let r = &d.report()[0];
+        let r = &report(&d.records(), &[])[0];
         let h = hex(&k);
         assert_eq!(r["key_sha256"], h);
         assert_eq!(r["fingerprint"], h[..12]);
@@ -356,7 +378,13 @@ mod tests {
     fn report_text_lists_keys_with_their_stanza() {
         let d = Discovered::default();
         d.record(&sight(&digest(1), 5));
-        let status = json!({"discovered_keys": d.report(), "discovered_keys_evicted": 4});
+        let status =
+            json!({"discovered_keys": report(&d.records(), &[]), "discovered_keys_evicted": 4});
+        assert_eq!(
+            report(&d.records(), &[hex(&digest(1))]),
+            json!([]),
+            "a configured key is no longer unrecognised"
+        );
         let mut out = String::new();
         render_text(&status, &mut out);
         let h = hex(&digest(1));

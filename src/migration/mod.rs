@@ -3,24 +3,28 @@
 //! (not migrated / migrated / safe to revoke its API key); per client the scopes configured,
 //! needed, missing and never used.
 //!
-//! Records live in a [`Tracker`] keyed by integration name and route prefix, so they survive
-//! reloads. They are in memory: a restart starts the observation window again, and a verdict of
-//! "safe to revoke" is only given after a full window observed by this process.
+//! The request path records into a [`Tracker`] (in memory, keyed by integration name and
+//! route prefix, so records survive reloads); [`sync`] adds what it recorded to the ledger in
+//! the configured store every `state.flush_interval`, and [`report`] builds every view
+//! (`/status`, `report`, the status page) from the ledger, so with a file or Redis neither a
+//! restart nor a replica change resets the evidence.
 
 pub mod discovered;
 pub mod identity;
+pub mod report;
 pub mod scopes;
+pub mod sync;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use serde_json::{json, Value};
-
-use crate::config::{Config, Mode};
+use crate::config::Mode;
 use crate::migration::scopes::Needed;
 use crate::ops::metrics::escape;
+use crate::state::ledger::{IntegrationRecord, Ledger, Oauth, RouteRecord, ScopeRecord, Secs};
+pub use report::{report, verdict, Verdict};
 
 /// The name traffic from unrecognised callers is recorded under.
 pub const ANONYMOUS: &str = "anonymous";
@@ -28,6 +32,12 @@ pub const ANONYMOUS: &str = "anonymous";
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a counter lock leaves plain counters behind: keep using them.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `t` as the ledger's whole Unix seconds (times before 1970 do not occur here).
+pub fn secs(t: SystemTime) -> Secs {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// How often and how recently one scope requirement was seen.
@@ -46,6 +56,8 @@ pub struct ScopeSeen {
 pub struct RouteUsage {
     /// Responses by status class (1xx..5xx).
     pub by_class: [u64; 5],
+    /// The first request.
+    pub first_seen: Option<SystemTime>,
     /// The last request.
     pub last_seen: Option<SystemTime>,
     /// Requests that carried `X-COUPA-API-KEY`.
@@ -79,6 +91,7 @@ impl RouteUsage {
     pub fn record(&mut self, o: &Observation<'_>) {
         let class = usize::from(o.status / 100).clamp(1, 5) - 1;
         self.by_class[class] += 1;
+        self.first_seen.get_or_insert(o.at);
         self.last_seen = Some(o.at);
         if o.legacy_key {
             self.legacy_key += 1;
@@ -116,8 +129,8 @@ pub struct IntegrationStats {
     pub name: String,
     routes: Mutex<BTreeMap<String, Arc<Mutex<RouteUsage>>>>,
     /// Since when every route it may use has been in oauth (or blocked) mode, as seen by this
-    /// process; `None` while any is in passthrough.
-    oauth_since: Mutex<Option<SystemTime>>,
+    /// process.
+    oauth: Mutex<Oauth>,
 }
 
 impl IntegrationStats {
@@ -125,7 +138,7 @@ impl IntegrationStats {
         Self {
             name: name.to_owned(),
             routes: Mutex::default(),
-            oauth_since: Mutex::default(),
+            oauth: Mutex::default(),
         }
     }
 
@@ -139,49 +152,50 @@ impl IntegrationStats {
 
     /// Notes the modes of the integration's routes in a newly published runtime.
     pub fn observe_modes(&self, all_oauth: bool, now: SystemTime) {
-        let mut since = lock(&self.oauth_since);
-        match (all_oauth, *since) {
-            (true, None) => *since = Some(now),
-            (false, Some(_)) => *since = None,
-            _ => {}
+        let mut oauth = lock(&self.oauth);
+        match (all_oauth, *oauth) {
+            (true, Oauth::Since(_)) => {}
+            (true, _) => *oauth = Oauth::Since(secs(now)),
+            (false, _) => *oauth = Oauth::Passthrough,
         }
     }
 
-    fn snapshot(&self) -> Vec<(String, RouteSnapshot)> {
-        lock(&self.routes)
+    /// Its records as the ledger keeps them (this process's totals).
+    fn record(&self) -> IntegrationRecord {
+        let routes = lock(&self.routes)
             .iter()
-            .map(|(p, u)| {
-                let u = lock(u);
-                (
-                    p.clone(),
-                    RouteSnapshot {
-                        by_class: u.by_class,
-                        last_seen: u.last_seen,
-                        legacy_key: u.legacy_key,
-                        passthrough: u.passthrough,
-                        last_passthrough: u.last_passthrough,
-                        scopes: u.scopes.clone(),
-                        unknown_scope: u.unknown_scope,
-                    },
-                )
-            })
-            .collect()
+            .map(|(p, u)| (p.clone(), lock(u).to_record()))
+            .collect();
+        IntegrationRecord {
+            oauth: *lock(&self.oauth),
+            routes,
+        }
     }
 }
 
-struct RouteSnapshot {
-    by_class: [u64; 5],
-    last_seen: Option<SystemTime>,
-    legacy_key: u64,
-    passthrough: u64,
-    last_passthrough: Option<SystemTime>,
-    scopes: BTreeMap<Arc<str>, ScopeSeen>,
-    unknown_scope: u64,
-}
-
-impl RouteSnapshot {
-    fn requests(&self) -> u64 {
-        self.by_class.iter().sum()
+impl RouteUsage {
+    fn to_record(&self) -> RouteRecord {
+        RouteRecord {
+            by_class: self.by_class,
+            legacy_key: self.legacy_key,
+            passthrough: self.passthrough,
+            unknown_scope: self.unknown_scope,
+            first_seen: self.first_seen.map(secs),
+            last_seen: self.last_seen.map(secs),
+            last_passthrough: self.last_passthrough.map(secs),
+            scopes: self
+                .scopes
+                .iter()
+                .map(|(label, s)| {
+                    let record = ScopeRecord {
+                        count: s.count,
+                        last_seen: secs(s.last_seen),
+                        any_of: s.any_of.iter().map(|a| a.to_string()).collect(),
+                    };
+                    (label.to_string(), record)
+                })
+                .collect(),
+        }
     }
 }
 
@@ -205,198 +219,21 @@ impl Tracker {
     fn all(&self) -> Vec<Arc<IntegrationStats>> {
         lock(&self.integrations).values().cloned().collect()
     }
-}
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-fn classes(by_class: &[u64; 5]) -> Value {
-    let map: serde_json::Map<String, Value> = CLASSES
-        .iter()
-        .zip(by_class)
-        .map(|(c, n)| (c.to_string(), json!(n)))
-        .collect();
-    Value::Object(map)
-}
-
-/// An integration's migration state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// At least one of its routes is in passthrough mode.
-    NotMigrated,
-    /// All its routes inject tokens, but passthrough traffic was seen (or observation began)
-    /// less than `revoke_after` ago.
-    Migrated,
-    /// No passthrough traffic for a whole `revoke_after` window: its API key can be revoked.
-    SafeToRevokeKey,
-}
-
-impl Verdict {
-    /// Stable label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::NotMigrated => "not_migrated",
-            Verdict::Migrated => "migrated",
-            Verdict::SafeToRevokeKey => "safe_to_revoke_key",
-        }
-    }
-}
-
-/// The verdict for an integration whose routes are all in oauth/blocked mode since
-/// `oauth_since` (None: some route is passthrough) and whose last passthrough request was
-/// `last_passthrough`. Returns the verdict and, when migrated, when revoking becomes safe.
-pub fn verdict(
-    oauth_since: Option<SystemTime>,
-    last_passthrough: Option<SystemTime>,
-    window: Duration,
-    now: SystemTime,
-) -> (Verdict, Option<SystemTime>) {
-    let Some(since) = oauth_since else {
-        return (Verdict::NotMigrated, None);
-    };
-    let quiet_since = last_passthrough.map_or(since, |p| p.max(since));
-    let safe_at = quiet_since + window;
-    if now >= safe_at {
-        (Verdict::SafeToRevokeKey, None)
-    } else {
-        (Verdict::Migrated, Some(safe_at))
-    }
-}
-
-/// The migration part of `/status`: `integrations` and, per client, its scope report.
-pub fn report(
-    config: &Config,
-    tracker: &Tracker,
-    now: SystemTime,
-) -> (Value, BTreeMap<String, Value>) {
-    let mode_of = |prefix: &str| {
-        config
-            .routes
+    /// Everything recorded since `started_at`, as ledger records: what [`sync`] compares with
+    /// the last write to find what to add.
+    pub fn ledger(&self, started_at: SystemTime) -> Ledger {
+        let mut ledger = Ledger::default();
+        ledger.meta.observed_since = Some(secs(started_at));
+        ledger.meta.keys_evicted = self.discovered.evicted();
+        ledger.integrations = self
+            .all()
             .iter()
-            .find(|r| r.prefix == prefix)
-            .map(|r| r.mode.as_str())
-            .unwrap_or("removed")
-    };
-    // Scope requirements seen per route prefix, across every caller.
-    let mut needs_by_route: BTreeMap<String, BTreeMap<Arc<str>, ScopeSeen>> = BTreeMap::new();
-    let mut integrations = Vec::new();
-    let configured: BTreeMap<&str, &crate::config::Integration> = config
-        .integrations
-        .iter()
-        .map(|g| (g.name.as_str(), g))
-        .collect();
-    for stats in tracker.all() {
-        let snapshot = stats.snapshot();
-        let cfg = configured.get(stats.name.as_str());
-        if cfg.is_none()
-            && stats.name != ANONYMOUS
-            && snapshot.iter().all(|(_, r)| r.requests() == 0)
-        {
-            continue;
-        }
-        let mut routes = Vec::new();
-        let mut last_seen: Option<SystemTime> = None;
-        let mut last_passthrough: Option<SystemTime> = None;
-        let mut legacy_key = 0;
-        for (prefix, r) in &snapshot {
-            let allowed = cfg.is_some_and(|g| g.routes.contains(prefix));
-            if r.requests() == 0 && !allowed {
-                continue;
-            }
-            let needs = needs_by_route.entry(prefix.clone()).or_default();
-            for (label, seen) in &r.scopes {
-                let e = needs.entry(label.clone()).or_insert_with(|| ScopeSeen {
-                    count: 0,
-                    ..seen.clone()
-                });
-                e.count += seen.count;
-                e.last_seen = e.last_seen.max(seen.last_seen);
-            }
-            last_seen = last_seen.max(r.last_seen);
-            last_passthrough = last_passthrough.max(r.last_passthrough);
-            legacy_key += r.legacy_key;
-            routes.push(json!({
-                "prefix": prefix,
-                "mode": mode_of(prefix),
-                "allowed": allowed || stats.name == ANONYMOUS,
-                "requests": classes(&r.by_class),
-                "last_seen": r.last_seen.map(rfc3339),
-                "legacy_key_requests": r.legacy_key,
-                "passthrough_requests": r.passthrough,
-                "last_passthrough": r.last_passthrough.map(rfc3339),
-                "scopes_needed": r.scopes.iter().map(|(label, s)| json!({
-                    "scope": label.as_ref(),
-                    "count": s.count,
-                    "last_seen": rfc3339(s.last_seen),
-                })).collect::<Vec<_>>(),
-                "unknown_scope_requests": r.unknown_scope,
-            }));
-        }
-        let (v, safe_at) = if stats.name == ANONYMOUS {
-            (None, None)
-        } else {
-            let since = *lock(&stats.oauth_since);
-            let (v, at) = verdict(since, last_passthrough, config.migration.revoke_after, now);
-            (Some(v.as_str()), at)
-        };
-        integrations.push(json!({
-            "name": stats.name,
-            "configured": cfg.is_some(),
-            "verdict": v,
-            "safe_to_revoke_at": safe_at.map(rfc3339),
-            "last_seen": last_seen.map(rfc3339),
-            "legacy_key_requests": legacy_key,
-            "last_passthrough": last_passthrough.map(rfc3339),
-            "routes": routes,
-        }));
-    }
-
-    let mut clients = BTreeMap::new();
-    for (name, client) in &config.clients {
-        let mut needed: BTreeMap<Arc<str>, ScopeSeen> = BTreeMap::new();
-        for route in config
-            .routes
-            .iter()
-            .filter(|r| r.client.as_deref() == Some(name.as_str()))
-        {
-            for (label, seen) in needs_by_route.get(&route.prefix).into_iter().flatten() {
-                let e = needed.entry(label.clone()).or_insert_with(|| ScopeSeen {
-                    count: 0,
-                    ..seen.clone()
-                });
-                e.count += seen.count;
-            }
-        }
-        let has = |s: &str| client.scopes.iter().any(|c| c == s);
-        let missing: Vec<&str> = needed
-            .iter()
-            .filter(|(_, s)| !s.any_of.iter().any(|a| has(a)))
-            .map(|(label, _)| label.as_ref())
+            .map(|s| (s.name.clone(), s.record()))
             .collect();
-        let used: BTreeSet<&str> = needed
-            .values()
-            .flat_map(|s| s.any_of.iter().map(|a| a.as_ref()))
-            .collect();
-        let unused: Vec<&str> = client
-            .scopes
-            .iter()
-            .map(String::as_str)
-            .filter(|s| !used.contains(s))
-            .collect();
-        clients.insert(
-            name.clone(),
-            json!({
-                "configured": client.scopes,
-                "needed": needed.iter().map(|(label, s)| json!({"scope": label.as_ref(), "count": s.count})).collect::<Vec<_>>(),
-                "missing": missing,
-                "unused": unused,
-            }),
-        );
+        ledger.keys = self.discovered.records();
+        ledger
     }
-    (Value::Array(integrations), clients)
 }
 
 /// Per-integration request counters in Prometheus text.
@@ -404,10 +241,13 @@ pub fn render_metrics(tracker: &Tracker, out: &mut String) {
     out.push_str("# HELP coupa_gateway_integration_requests_total Responses by integration, route and status class.\n");
     out.push_str("# TYPE coupa_gateway_integration_requests_total counter\n");
     let all = tracker.all();
-    let snapshots: Vec<_> = all.iter().map(|s| (s.name.clone(), s.snapshot())).collect();
+    let snapshots: Vec<_> = all
+        .iter()
+        .map(|s| (s.name.clone(), s.record().routes))
+        .collect();
     for (name, routes) in &snapshots {
         for (prefix, r) in routes {
-            for (class, n) in CLASSES.iter().zip(r.by_class) {
+            for (class, n) in report::CLASSES.iter().zip(r.by_class) {
                 let _ = writeln!(
                     out,
                     "coupa_gateway_integration_requests_total{{integration=\"{}\",route=\"{}\",class=\"{class}\"}} {n}",
@@ -432,162 +272,18 @@ pub fn render_metrics(tracker: &Tracker, out: &mut String) {
     }
 }
 
-/// `items` joined by `sep`, or `-` when there are none (the report's empty value).
-pub(crate) fn joined_or_dash(items: &[String], sep: &str) -> String {
-    if items.is_empty() {
-        "-".into()
-    } else {
-        items.join(sep)
-    }
-}
-
-/// A JSON array of strings as one space-separated report value.
-pub(crate) fn text_list(v: &Value) -> String {
-    let items: Vec<String> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| i.as_str().unwrap_or("-").to_owned())
-        .collect();
-    joined_or_dash(&items, " ")
-}
-
-/// The migration report as text, from a `/status` document (what `coupa-gateway report`
-/// prints). Works on the JSON so it can read any gateway's admin endpoint.
-pub fn render_text(status: &Value) -> String {
-    let mut out = String::new();
-    let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-    let _ = writeln!(
-        out,
-        "Migration report (observed since {}; counters reset on restart)\n",
-        s(&status["started_at"])
-    );
-    out.push_str("INTEGRATIONS\n");
-    let integrations = status["integrations"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    if integrations.is_empty() {
-        out.push_str("  (no traffic and no [[integrations]] configured)\n");
-    }
-    for g in &integrations {
-        let verdict = match g["verdict"].as_str() {
-            Some("not_migrated") => {
-                "NOT MIGRATED (a route it uses is in passthrough mode)".to_owned()
-            }
-            Some("migrated") => format!(
-                "MIGRATED (revoke its API key in Coupa after {} if no passthrough traffic appears)",
-                s(&g["safe_to_revoke_at"])
-            ),
-            Some("safe_to_revoke_key") => "SAFE TO REVOKE ITS API KEY in Coupa".to_owned(),
-            _ => "(unrecognised callers)".to_owned(),
-        };
-        let _ = writeln!(out, "  {}  {verdict}", s(&g["name"]));
-        let _ = writeln!(
-            out,
-            "    last seen {}   legacy-key requests {}",
-            s(&g["last_seen"]),
-            g["legacy_key_requests"]
-        );
-        for r in g["routes"].as_array().into_iter().flatten() {
-            let req = &r["requests"];
-            let _ = writeln!(
-                out,
-                "    {:<16} {:<12} 2xx {:<6} 4xx {:<6} 5xx {:<6} passthrough {:<6} last {}{}",
-                s(&r["prefix"]),
-                s(&r["mode"]),
-                req["2xx"],
-                req["4xx"],
-                req["5xx"],
-                r["passthrough_requests"],
-                s(&r["last_seen"]),
-                if r["allowed"] == Value::Bool(false) {
-                    "  (not allowed)"
-                } else {
-                    ""
-                }
-            );
-            let scopes: Vec<String> = r["scopes_needed"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|n| format!("{} ({})", s(&n["scope"]), n["count"]))
-                .collect();
-            if !scopes.is_empty() {
-                let _ = writeln!(out, "      scopes needed: {}", scopes.join(", "));
-            }
-        }
-    }
-    out.push_str("\nCLIENTS\n");
-    for c in status["clients"].as_array().into_iter().flatten() {
-        let r = &c["scope_report"];
-        let list = text_list;
-        let needed: Vec<String> = r["needed"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|n| format!("{} ({})", s(&n["scope"]), n["count"]))
-            .collect();
-        let _ = writeln!(out, "  {} (instance {})", s(&c["name"]), s(&c["instance"]));
-        let _ = writeln!(out, "    configured: {}", list(&r["configured"]));
-        let _ = writeln!(out, "    needed:     {}", joined_or_dash(&needed, ", "));
-        let _ = writeln!(
-            out,
-            "    missing:    {}{}",
-            list(&r["missing"]),
-            if list(&r["missing"]) == "-" {
-                ""
-            } else {
-                "   <- tick in Coupa (Setup > OAuth2/OpenID Connect Clients) and add to scopes"
-            }
-        );
-        let _ = writeln!(
-            out,
-            "    unused:     {}{}",
-            list(&r["unused"]),
-            if list(&r["unused"]) == "-" {
-                ""
-            } else {
-                "   <- not needed by observed traffic (least privilege)"
-            }
-        );
-    }
-    discovered::render_text(status, &mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn verdict_follows_modes_and_the_quiet_window() {
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let day = Duration::from_secs(86_400);
-        let week = 7 * day;
-        assert_eq!(verdict(None, None, week, t0).0, Verdict::NotMigrated);
-        // Flipped to oauth 2 days ago, no passthrough since: migrated, safe in 5 days.
-        let (v, at) = verdict(Some(t0 - 2 * day), None, week, t0);
-        assert_eq!(v, Verdict::Migrated);
-        assert_eq!(at, Some(t0 + 5 * day));
-        // Passthrough traffic after the flip (another replica, a stale config) restarts the wait.
-        let (v, at) = verdict(Some(t0 - 10 * day), Some(t0 - day), week, t0);
-        assert_eq!(v, Verdict::Migrated);
-        assert_eq!(at, Some(t0 + 6 * day));
-        assert_eq!(
-            verdict(Some(t0 - 8 * day), Some(t0 - 9 * day), week, t0).0,
-            Verdict::SafeToRevokeKey
-        );
-    }
-
-    #[test]
     fn observe_modes_keeps_the_first_flip_time() {
         let s = IntegrationStats::new("erp");
-        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let t0 = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100);
         s.observe_modes(true, t0);
-        s.observe_modes(true, t0 + Duration::from_secs(50));
-        assert_eq!(*lock(&s.oauth_since), Some(t0));
-        s.observe_modes(false, t0 + Duration::from_secs(60));
-        assert_eq!(*lock(&s.oauth_since), None);
+        s.observe_modes(true, t0 + std::time::Duration::from_secs(50));
+        assert_eq!(*lock(&s.oauth), Oauth::Since(100));
+        s.observe_modes(false, t0 + std::time::Duration::from_secs(60));
+        assert_eq!(*lock(&s.oauth), Oauth::Passthrough);
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::config::{Config, StateStore};
+use crate::migration::sync::LedgerSync;
 use crate::migration::Tracker;
 use crate::net::bounds::{IdleGoaway, StreamExecutor};
 use crate::net::conn::{ActiveRequest, ConnLimits, ConnState, LenientTargets};
@@ -27,6 +28,30 @@ use crate::proxy::{self, ConnInfo};
 use crate::runtime::reload;
 use crate::runtime::{Runtime, Shared};
 use crate::state::ratelimit::Limiters;
+use crate::state::store::StoreError;
+
+/// How long shutdown waits for the ledger's last write.
+const LAST_FLUSH: Duration = Duration::from_secs(5);
+
+/// A start error naming the `[state]` key at fault.
+fn state_error(store: &StateStore, e: &StoreError) -> String {
+    let (key, fix) = match (store, e) {
+        (_, StoreError::Corrupt(_)) => (
+            "state",
+            "move the damaged file or Redis database aside, or point [state] elsewhere",
+        ),
+        (StateStore::File(_), _) => (
+            "state.path",
+            "make its directory writable by the gateway's user, free the file if another process holds it, or choose another path",
+        ),
+        (StateStore::Redis(_), _) => (
+            "state.redis",
+            "check the host, port, password and database number, and that the server runs Redis 6 or newer",
+        ),
+        (StateStore::Memory, _) => ("state", "report this as a bug"),
+    };
+    format!("{key}: cannot use the migration ledger: {e}; {fix}")
+}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +103,26 @@ impl Gateway {
         let worker_count = config.server.workers;
         let admin_listener = bind(config.admin.listen, "admin.listen").await?;
         let metrics = Metrics::default();
-        let tracker = Tracker::default();
+        let tracker = Arc::new(Tracker::default());
         let limiters = Limiters::default();
+        let state = config.state.clone();
         let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &limiters, None)
             .map_err(StartError::Unusable)?;
         runtime.observe_modes();
+        // After the runtime is built, so the first write already carries every configured
+        // integration's modes; before anything is served, so an unusable store stops the start.
+        let ledger = LedgerSync::open(&state, &tracker, SystemTime::now())
+            .await
+            .map_err(|e| StartError::Unusable(state_error(&state.store, &e)))?;
+        let ledger = Arc::new(ledger);
         let token_http = runtime.token_http.clone();
-        let shared = Arc::new(Shared::new(runtime, limiters, metrics, tracker));
+        let shared = Arc::new(Shared::new(
+            runtime,
+            limiters,
+            metrics,
+            tracker.clone(),
+            ledger.clone(),
+        ));
         let addr = proxy_listener
             .local_addr()
             .expect("bound socket has an address");
@@ -117,6 +155,7 @@ impl Gateway {
         let tasks = vec![
             tokio::spawn(dispatch(proxy_listener, shared.clone(), queues, stopped)),
             tokio::spawn(serve_admin(admin_listener, shared.clone())),
+            tokio::spawn(ledger.run(tracker)),
         ];
         tracing::info!(%addr, %admin_addr, workers = worker_count, "coupa-gateway listening");
         Ok(Gateway {
@@ -205,6 +244,18 @@ impl Gateway {
                 grace_s = grace.as_secs_f32(),
                 "shutdown grace elapsed; closing the remaining connections"
             );
+        }
+        // What arrived since the last flush; bounded, so a dead store cannot hold the exit.
+        let (ledger, tracker) = (&self.shared.ledger, &self.shared.tracker);
+        match tokio::time::timeout(LAST_FLUSH, ledger.flush(tracker)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the last ledger write failed; observations since the previous write are lost")
+            }
+            Err(_) => tracing::warn!(
+                timeout_s = LAST_FLUSH.as_secs(),
+                "the last ledger write timed out; observations since the previous write are lost"
+            ),
         }
         self.shutdown();
         drained

@@ -1,6 +1,7 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status` and the status page `/`.
-//! Read-only; it shares the runtime snapshot and token cells with the proxy and never prints a
-//! secret or token.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `/status` and the status page `/`,
+//! all read-only, and `POST /ledger/forget?integration=NAME` (what `report --forget` sends).
+//! It shares the runtime snapshot and token cells with the proxy and never prints a secret or
+//! token.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -23,6 +24,9 @@ pub async fn handle<B>(
     shared: Arc<Shared>,
     req: Request<B>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/ledger/forget" {
+        return Ok(forget(&shared, &req).await);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(json_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -40,16 +44,62 @@ pub async fn handle<B>(
             );
             resp
         }
-        "/status" => json_response(StatusCode::OK, &status(&shared)),
-        "/" | "/index.html" => {
-            html_response(status_page::render(&status(&shared), SystemTime::now()))
-        }
+        "/status" => json_response(StatusCode::OK, &status(&shared).await),
+        "/" | "/index.html" => html_response(status_page::render(
+            &status(&shared).await,
+            SystemTime::now(),
+        )),
         _ => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": "not_found", "message": "admin endpoints: / (status page) /healthz /readyz /metrics /status"}),
         ),
     };
     Ok(resp)
+}
+
+/// `POST /ledger/forget?integration=NAME`: drops a removed or renamed integration's history.
+async fn forget<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::POST {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method_not_allowed", "message": "use POST /ledger/forget?integration=NAME"}),
+        );
+    }
+    let name = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|p| p.strip_prefix("integration="))
+            .filter(|n| !n.is_empty())
+    });
+    let Some(name) = name else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "bad_request", "message": "name the integration: POST /ledger/forget?integration=NAME"}),
+        );
+    };
+    // Names are bare TOML keys (letters, digits, '-', '_'): nothing to percent-decode.
+    if shared
+        .runtime
+        .load()
+        .config
+        .integrations
+        .iter()
+        .any(|g| g.name == name)
+    {
+        return json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": "still_configured", "message": format!("integration {name:?} is still in proxy.toml; remove or rename it there first, or its traffic would be recorded again")}),
+        );
+    }
+    match shared.ledger.forget(name).await {
+        Ok(found) => json_response(
+            StatusCode::OK,
+            &json!({"integration": name, "forgotten": found}),
+        ),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "store_unavailable", "message": e.to_string()}),
+        ),
+    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
@@ -124,7 +174,8 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// The `/status` document. Deliberately built field by field (no `Serialize` on the config
 /// types) so that adding a secret field to the config can never leak it here.
-pub fn status(shared: &Shared) -> Value {
+pub async fn status(shared: &Shared) -> Value {
+    let ledger = shared.ledger.view(&shared.tracker).await;
     let runtime = shared.runtime.load();
     let config = &runtime.config;
     let now = Instant::now();
@@ -140,7 +191,7 @@ pub fn status(shared: &Shared) -> Value {
         })
         .collect();
     let (integrations, mut scope_reports) =
-        migration::report(&runtime.config, &shared.tracker, SystemTime::now());
+        migration::report(&runtime.config, &ledger, SystemTime::now());
     let clients: Vec<Value> = runtime
         .tokens
         .iter()
@@ -182,6 +233,11 @@ pub fn status(shared: &Shared) -> Value {
             })
         })
         .collect();
+    let known_keys: Vec<String> = config
+        .integrations
+        .iter()
+        .filter_map(|g| g.key_sha256.as_ref().map(migration::discovered::hex))
+        .collect();
     let routes: Vec<Value> = runtime
         .routes
         .iter()
@@ -222,8 +278,9 @@ pub fn status(shared: &Shared) -> Value {
         "clients": clients,
         "routes": routes,
         "integrations": integrations,
-        "discovered_keys": shared.tracker.discovered.report(),
-        "discovered_keys_evicted": shared.tracker.discovered.evicted(),
+        "ledger": shared.ledger.status(&ledger),
+        "discovered_keys": migration::discovered::report(&ledger.keys, &known_keys),
+        "discovered_keys_evicted": ledger.meta.keys_evicted,
         "reload": reload_status(shared),
     })
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::migration::sync::LedgerSync;
 use crate::migration::Tracker;
 use crate::ops::metrics::Metrics;
 use crate::runtime::{Runtime, Shared};
@@ -25,9 +26,13 @@ scopes = ["core.invoice.read"]
 "#
     );
     let config = Config::parse(&toml, &|_| None, Path::new(".")).expect("test config");
-    let (metrics, tracker, limiters) =
-        (Metrics::default(), Tracker::default(), Limiters::default());
+    let (metrics, tracker, limiters) = (
+        Metrics::default(),
+        Arc::new(Tracker::default()),
+        Limiters::default(),
+    );
+    let ledger = Arc::new(LedgerSync::in_memory(std::time::SystemTime::now()));
     let (runtime, _fresh) =
         Runtime::build(config, &metrics, &tracker, &limiters, None).expect("test runtime");
-    Arc::new(Shared::new(runtime, limiters, metrics, tracker))
+    Arc::new(Shared::new(runtime, limiters, metrics, tracker, ledger))
 }

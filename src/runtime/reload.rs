@@ -78,6 +78,13 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
     if config.log.format != current.config.log.format {
         restart_required.push("log.format".to_owned());
     }
+    // The ledger's store is opened once; moving it would split the evidence between two.
+    if !config.state.store.same_as(&current.config.state.store)
+        || config.state.flush_interval != current.config.state.flush_interval
+    {
+        restart_required.push("state".to_owned());
+        config.state = current.config.state.clone();
+    }
     // TLS files and the proxy setting are only checked here: config validation saw that the
     // files exist, not that they hold usable certificates.
     let (runtime, fresh) = match Runtime::build(

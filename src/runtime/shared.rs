@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::Runtime;
+use crate::migration::sync::LedgerSync;
 use crate::migration::Tracker;
 use crate::ops::metrics::Metrics;
 use crate::state::ratelimit::Limiters;
@@ -34,8 +35,10 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     /// Counters that outlive snapshots.
     pub metrics: Metrics,
-    /// Per-integration traffic records, for the migration report.
-    pub tracker: Tracker,
+    /// Per-integration traffic records of this process (the request path writes here).
+    pub tracker: Arc<Tracker>,
+    /// Writes the tracker's records to the ledger's store and reads the ledger back.
+    pub ledger: Arc<LedgerSync>,
     /// Process start, for uptime.
     pub started: Instant,
     /// Wall-clock process start.
@@ -59,7 +62,13 @@ pub struct Shared {
 
 impl Shared {
     /// Shared state around a first runtime.
-    pub fn new(runtime: Runtime, limiters: Limiters, metrics: Metrics, tracker: Tracker) -> Self {
+    pub fn new(
+        runtime: Runtime,
+        limiters: Limiters,
+        metrics: Metrics,
+        tracker: Arc<Tracker>,
+        ledger: Arc<LedgerSync>,
+    ) -> Self {
         let workers = runtime.config.server.workers;
         Self {
             worker_connections: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
@@ -67,7 +76,8 @@ impl Shared {
             metrics,
             tracker,
             started: Instant::now(),
-            started_at: SystemTime::now(),
+            started_at: ledger.started_at(),
+            ledger,
             reload: Mutex::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             warned_scopes: Mutex::default(),

@@ -68,6 +68,10 @@ fn file_with(path: &str, line: Option<&str>) -> String {
     if path.starts_with("scope_rules[].") {
         return minimal() + SCOPE_RULE + &line;
     }
+    if path.starts_with("state.") {
+        // A `[state]` table must name its store.
+        return minimal() + "[state]\nmemory = true\n" + &line;
+    }
     let (section, _) = path.split_once('.').expect("section.key");
     format!("{}[{section}]\n{line}", minimal())
 }
@@ -135,6 +139,7 @@ fn tables() -> Vec<(&'static str, String)> {
         ("scope_rules[]", file_with("scope_rules[].x", zzz)),
         ("log", file_with("log.x", zzz)),
         ("migration", file_with("migration.x", zzz)),
+        ("state", file_with("state.x", zzz)),
     ]
 }
 

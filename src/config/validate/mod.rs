@@ -8,6 +8,7 @@ mod integrations;
 mod routes;
 mod scope_rules;
 mod server;
+mod state;
 mod upstream;
 
 use std::fmt::Display;
@@ -130,6 +131,7 @@ impl Validator<'_> {
                 defaults::REVOKE_AFTER,
             ),
         };
+        let state = self.state(raw.state.as_ref());
         let scopes = Arc::new(self.scope_table(&raw.scope_rules));
         let log = Log {
             format: match raw.log.format.as_deref() {
@@ -156,6 +158,7 @@ impl Validator<'_> {
             integrations,
             migration,
             log,
+            state,
             scopes,
             source: None,
         }
