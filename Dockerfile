@@ -3,7 +3,8 @@
 #
 #   docker build -t coupa-gateway:0.1.0 .
 #   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:9090:9090 \
-#     -v "$PWD/deploy/compose:/etc/coupa-gateway:ro" coupa-gateway:0.1.0
+#     -v "$PWD/deploy/compose:/etc/coupa-gateway:ro" -v coupa-ledger:/var/lib/coupa-gateway \
+#     coupa-gateway:0.1.0
 #
 # The image's own /etc/coupa-gateway/proxy.toml is the repository's proxy.toml (it targets the
 # demo mock on loopback); mount a directory with your proxy.toml (and secret files) over
@@ -24,12 +25,17 @@ COPY mock ./mock
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin coupa-gateway \
-    && install -D -m 0755 target/release/coupa-gateway /out/coupa-gateway
+    && install -D -m 0755 target/release/coupa-gateway /out/coupa-gateway \
+    && install -d -m 0700 /out/state
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/coupa-gateway /usr/local/bin/coupa-gateway
 COPY --chown=root:root proxy.toml /etc/coupa-gateway/proxy.toml
+# The migration ledger's directory (proxy.toml: path = "${STATE_DIRECTORY:-state}/…"), owned by
+# the image's user; mount a volume here to keep the ledger across containers.
+COPY --from=build --chown=65532:65532 /out/state /var/lib/coupa-gateway
 ENV COUPA_GATEWAY_CONFIG=/etc/coupa-gateway/proxy.toml \
+    STATE_DIRECTORY=/var/lib/coupa-gateway \
     RUST_LOG=info
 # 8080: the proxy; 9090: /healthz /readyz /metrics /status and the status page (keep private).
 EXPOSE 8080 9090

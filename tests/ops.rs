@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use coupa_gateway::config::Config;
+use coupa_gateway::config::{Config, StateStore};
 use coupa_gateway::net::server::Gateway;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -314,6 +314,7 @@ fn parse_shipped(path: &Path, scratch: &Path) -> Config {
     }
     let env = |name: &str| match name {
         "COUPA_PROD_SECRET" | "COUPA_TEST_SECRET" => Some(format!("placeholder-{name}")),
+        "COUPA_GATEWAY_REDIS_URL" => Some("redis://:placeholder@redis:6379/0".into()),
         _ => None,
     };
     Config::parse(&text, &env, scratch).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()))
@@ -403,6 +404,13 @@ fn kubernetes_manifests_agree_with_their_config() {
             "{key} not in the Secret"
         );
     }
+    // Replicas share one ledger; its URL (and password) comes from the Secret.
+    assert!(matches!(config.state.store, StateStore::Redis(_)));
+    assert!(
+        deployment.contains("name: COUPA_GATEWAY_REDIS_URL")
+            && deployment.contains("key: redis-url")
+    );
+    assert!(secret.contains("  redis-url: redis://"));
     // Each replica keeps its own budget: per-instance rate limits are divided by replicas.
     let replicas = yaml_number(&deployment, "replicas");
     assert!(replicas >= 2);
@@ -448,4 +456,10 @@ fn compose_runs_the_mock_where_its_config_points() {
     // The demo clients of the mock, so `docker compose up` gets tokens.
     assert_eq!(config.clients["prod-main"].client_id, "demo-prod-client");
     assert_eq!(config.clients["test-main"].client_id, "demo-test-client");
+    // The ledger lives on the named volume, the one writable place of the read-only container.
+    match &config.state.store {
+        StateStore::File(p) => assert!(p.starts_with("/var/lib/coupa-gateway"), "{p:?}"),
+        other => panic!("compose keeps no ledger file: {other:?}"),
+    }
+    assert!(compose.contains("- ledger:/var/lib/coupa-gateway"));
 }

@@ -190,6 +190,27 @@ impl LedgerSync {
         }
     }
 
+    /// The store's health in Prometheus text.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let kind = self.kind();
+        let _ = write!(
+            out,
+            "# HELP coupa_gateway_ledger_store_up 1 while writes to the migration ledger's store succeed.\n\
+             # TYPE coupa_gateway_ledger_store_up gauge\n\
+             coupa_gateway_ledger_store_up{{store=\"{kind}\"}} {}\n\
+             # HELP coupa_gateway_ledger_write_failures_total Failed writes to the ledger's store (retried with back-off).\n\
+             # TYPE coupa_gateway_ledger_write_failures_total counter\n\
+             coupa_gateway_ledger_write_failures_total{{store=\"{kind}\"}} {}\n\
+             # HELP coupa_gateway_ledger_pending_records Ledger records observed but not yet written.\n\
+             # TYPE coupa_gateway_ledger_pending_records gauge\n\
+             coupa_gateway_ledger_pending_records{{store=\"{kind}\"}} {}\n",
+            u8::from(self.healthy()),
+            self.write_failures.load(Ordering::Relaxed),
+            self.pending_records(),
+        );
+    }
+
     /// The `ledger` part of `/status`.
     pub fn status(&self, view: &Ledger) -> Value {
         let health = lock(&self.health).clone();

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, StateStore};
+use crate::config::Config;
 use crate::migration::sync::LedgerSync;
 use crate::migration::Tracker;
 use crate::net::bounds::{IdleGoaway, StreamExecutor};
@@ -33,22 +33,40 @@ use crate::state::store::StoreError;
 /// How long shutdown waits for the ledger's last write.
 const LAST_FLUSH: Duration = Duration::from_secs(5);
 
-/// A start error naming the `[state]` key at fault.
-fn state_error(store: &StateStore, e: &StoreError) -> String {
-    let (key, fix) = match (store, e) {
-        (_, StoreError::Corrupt(_)) => (
+/// A start error naming the `[state]` key at fault, with the fix for what went wrong.
+fn state_error(e: &StoreError) -> String {
+    use std::io::ErrorKind;
+    let (key, fix) = match e {
+        StoreError::Corrupt(_) => (
             "state",
-            "move the damaged file or Redis database aside, or point [state] elsewhere",
+            "move the damaged file aside or empty the Redis database (the history in it is lost), or point [state] elsewhere",
         ),
-        (StateStore::File(_), _) => (
-            "state.path",
-            "make its directory writable by the gateway's user, free the file if another process holds it, or choose another path",
-        ),
-        (StateStore::Redis(_), _) => (
+        StoreError::File { source, .. } => match source {
+            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => (
+                "state.path",
+                "another process has the file open: one gateway per file (replicas share a ledger through [state] redis)",
+            ),
+            redb::Error::Io(io) if io.kind() == ErrorKind::PermissionDenied => (
+                "state.path",
+                "make the file and its directory writable by the gateway's user (systemd: StateDirectory=; containers: a writable volume)",
+            ),
+            redb::Error::Io(io) if io.kind() == ErrorKind::InvalidData => (
+                "state.path",
+                "the file is not a ledger (or is damaged): move it aside and the gateway creates a new one, or choose another path",
+            ),
+            redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => (
+                "state.path",
+                "the file is damaged or from another redb version: move it aside and the gateway creates a new one",
+            ),
+            _ => (
+                "state.path",
+                "choose a path whose directory exists or can be created, on a writable file system",
+            ),
+        },
+        StoreError::Redis { .. } => (
             "state.redis",
             "check the host, port, password and database number, and that the server runs Redis 6 or newer",
         ),
-        (StateStore::Memory, _) => ("state", "report this as a bug"),
     };
     format!("{key}: cannot use the migration ledger: {e}; {fix}")
 }
@@ -113,7 +131,7 @@ impl Gateway {
         // integration's modes; before anything is served, so an unusable store stops the start.
         let ledger = LedgerSync::open(&state, &tracker, SystemTime::now())
             .await
-            .map_err(|e| StartError::Unusable(state_error(&state.store, &e)))?;
+            .map_err(|e| StartError::Unusable(state_error(&e)))?;
         let ledger = Arc::new(ledger);
         let token_http = runtime.token_http.clone();
         let shared = Arc::new(Shared::new(

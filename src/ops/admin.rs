@@ -381,6 +381,7 @@ pub fn metrics(shared: &Shared) -> String {
         );
     }
     migration::render_metrics(&shared.tracker, &mut out);
+    shared.ledger.render_metrics(&mut out);
     let reload = shared
         .reload
         .lock()

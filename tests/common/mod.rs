@@ -8,10 +8,12 @@ mod client;
 mod config;
 mod gateway;
 mod pki;
+mod redis;
+mod served;
 
 // Each test binary uses some of these; the rest would warn in every one.
 #[allow(unused_imports)]
-pub use {cli::*, client::*, config::*, gateway::*, pki::*};
+pub use {cli::*, client::*, config::*, gateway::*, pki::*, redis::*, served::*};
 
 use std::time::Duration;
 
