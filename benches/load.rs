@@ -26,7 +26,9 @@
 //! `LOAD_GATEWAY_BIN` (the gateway binary; default `target/release/coupa-gateway`),
 //! `LOAD_SCENARIOS` (default `memory,small,wrk,big,refresh`),
 //! `LOAD_COMPARE_BIN` (a second gateway binary, measured interleaved as `gateway-b`: A/B
-//! ratios of two builds in one run).
+//! ratios of two builds in one run), `LOAD_STATE` / `LOAD_COMPARE_STATE` (the migration
+//! ledger of `gateway` / `gateway-b`: `memory`, `file`, or a `redis://` URL; default: no
+//! `[state]` table, i.e. memory): with the same binary twice, the A/B ratio is the store's cost.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -651,6 +653,24 @@ client = "c{i}"
             prefix = r.prefix,
         )
         .expect("write to String");
+    }
+    let state = if name == "gateway-b" {
+        "LOAD_COMPARE_STATE"
+    } else {
+        "LOAD_STATE"
+    };
+    match std::env::var(state).ok().as_deref() {
+        None => {}
+        Some("memory") => toml.push_str("[state]\nmemory = true\n"),
+        Some("file") => {
+            let file = dir.join(format!("{name}-ledger.redb"));
+            let _ = std::fs::remove_file(&file);
+            writeln!(toml, "[state]\npath = {:?}", file.display().to_string()).expect("write");
+        }
+        Some(url) if url.starts_with("redis://") => {
+            writeln!(toml, "[state]\nredis = {url:?}").expect("write to String");
+        }
+        Some(other) => panic!("{state}={other:?}: use memory, file or a redis:// URL"),
     }
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, toml).expect("write gateway config");
