@@ -15,7 +15,7 @@ pub struct MockConfig {
     /// Legacy `X-COUPA-API-KEY` values accepted; each holds every scope.
     pub api_keys: Vec<String>,
     /// `expires_in` of new tokens, seconds (Coupa: 86399). Changeable live with
-    /// [`Faults::set_expires_in`].
+    /// [`crate::faults::Faults::set_expires_in`].
     pub expires_in: u64,
     /// Per-instance rate limit; `None` = unlimited. Default: Coupa's 25/s, burst 20.
     pub rate_limit: Option<MockRateLimit>,

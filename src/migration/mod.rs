@@ -5,7 +5,7 @@
 //!
 //! The request path records into a [`Tracker`] (in memory, keyed by integration name and
 //! route prefix, so records survive reloads); [`sync`] adds what it recorded to the ledger in
-//! the configured store every `state.flush_interval`, and [`report`] builds every view
+//! the configured store every `state.flush_interval`, and [`mod@report`] builds every view
 //! (`/status`, `report`, the status page) from the ledger, so with a file or Redis neither a
 //! restart nor a replica change resets the evidence.
 
