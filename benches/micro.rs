@@ -332,6 +332,7 @@ fn identify(c: &mut Criterion) {
                 key_sha256: Some(Sha256::digest(format!("legacy-key-{i:02}")).into()),
                 allow_ips: Vec::new(),
                 routes: Vec::new(),
+                weight: 1,
             };
             Integration::new(&g, &routes, tracker.integration(&g.name))
         })

@@ -411,16 +411,22 @@ fn kubernetes_manifests_agree_with_their_config() {
             && deployment.contains("key: redis-url")
     );
     assert!(secret.contains("  redis-url: redis://"));
-    // Each replica keeps its own budget: per-instance rate limits are divided by replicas.
+    // The budget is shared through Redis: the whole instance's, and the fallback share
+    // (per_second / replicas) matches the Deployment.
+    assert_eq!(
+        u64::from(config.state.replicas),
+        yaml_number(&deployment, "replicas")
+    );
     let replicas = yaml_number(&deployment, "replicas");
     assert!(replicas >= 2);
     for instance in config.instances.values() {
         let rl = instance.rate_limit.as_ref().expect("rate limit on");
         assert!(
-            rl.per_second * replicas as f64 <= 25.0,
-            "{}: {} req/s x {replicas} replicas exceeds Coupa's 25/s",
+            rl.per_second <= 25.0 && rl.burst <= 20,
+            "{}: {} req/s (burst {}) exceeds Coupa's 25/s, burst 20, for the whole fleet",
             instance.name,
-            rl.per_second
+            rl.per_second,
+            rl.burst
         );
     }
 }

@@ -99,6 +99,11 @@ pub const REVOKE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 /// is nothing for a file or a Redis server.
 pub const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// `state.replicas`: one gateway unless told otherwise.
+pub const STATE_REPLICAS: u32 = 1;
+/// `integrations[].weight`: equal shares.
+pub const INTEGRATION_WEIGHT: u32 = 1;
+
 /// One key of `proxy.toml` and what the gateway does without it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Key {
@@ -325,6 +330,11 @@ pub const KEYS: &[Key] = &[
     nothing("integrations[].key_sha256"),
     nothing("integrations[].allow_ips"),
     nothing("integrations[].routes"),
+    value(
+        "integrations[].weight",
+        "1",
+        Value::Count(INTEGRATION_WEIGHT as u64),
+    ),
     nothing("scope_rules[].path"),
     nothing("scope_rules[].methods"),
     value(
@@ -348,6 +358,7 @@ pub const KEYS: &[Key] = &[
         "1s",
         Value::Duration(STATE_FLUSH_INTERVAL),
     ),
+    value("state.replicas", "1", Value::Count(STATE_REPLICAS as u64)),
 ];
 
 /// The entry for `path`, if the configuration has such a key.

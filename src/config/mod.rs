@@ -284,6 +284,9 @@ pub struct Integration {
     pub allow_ips: Vec<ipnet::IpNet>,
     /// `routes`: the prefixes it may use (validated to exist).
     pub routes: Vec<String>,
+    /// `weight`, default [`defaults::INTEGRATION_WEIGHT`]: its share of an instance's rate
+    /// budget when callers wait for it.
+    pub weight: u32,
 }
 
 impl std::fmt::Debug for Integration {
@@ -294,6 +297,7 @@ impl std::fmt::Debug for Integration {
             .field("key_sha256", &self.key_sha256.map(|_| "[set]"))
             .field("allow_ips", &self.allow_ips)
             .field("routes", &self.routes)
+            .field("weight", &self.weight)
             .finish()
     }
 }
@@ -315,6 +319,9 @@ pub struct State {
     /// `flush_interval`, default [`defaults::STATE_FLUSH_INTERVAL`]: how often observations
     /// are written; a crash loses at most this much.
     pub flush_interval: Duration,
+    /// `replicas`, default [`defaults::STATE_REPLICAS`]: the expected fleet size. With
+    /// `redis`, a replica that cannot reach Redis spends `per_second / replicas` on its own.
+    pub replicas: u32,
 }
 
 /// Where the migration ledger lives.

@@ -40,6 +40,7 @@ pub(super) struct RawState {
     pub(super) redis: Option<String>,
     pub(super) memory: Option<bool>,
     pub(super) flush_interval: Option<String>,
+    pub(super) replicas: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -163,6 +164,7 @@ pub(super) struct RawIntegration {
     pub(super) key_sha256: Option<String>,
     pub(super) allow_ips: Option<Vec<String>>,
     pub(super) routes: Option<Vec<String>>,
+    pub(super) weight: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]

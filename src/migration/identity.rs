@@ -16,6 +16,8 @@ use crate::migration::{IntegrationStats, RouteUsage};
 pub struct Integration {
     /// Its name.
     pub name: String,
+    /// Its share of an instance's rate budget while callers wait.
+    pub weight: u32,
     key_sha256: Option<[u8; 32]>,
     allow_ips: Vec<ipnet::IpNet>,
     /// `allowed[i]`: may it use `config.routes[i]`?
@@ -36,6 +38,7 @@ impl Integration {
     ) -> Self {
         Self {
             name: g.name.clone(),
+            weight: g.weight,
             key_sha256: g.key_sha256,
             allow_ips: g.allow_ips.clone(),
             allowed: routes
@@ -131,6 +134,7 @@ mod tests {
             key_sha256: key.map(|k| Sha256::digest(k.as_bytes()).into()),
             allow_ips: ips.iter().map(|n| n.parse().unwrap()).collect(),
             routes: routes.iter().map(|r| r.to_string()).collect(),
+            weight: 1,
         }
     }
 

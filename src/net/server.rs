@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::config::{Config, StateStore};
 use crate::migration::sync::LedgerSync;
 use crate::migration::Tracker;
 use crate::net::bounds::{IdleGoaway, StreamExecutor};
@@ -27,49 +27,11 @@ use crate::ops::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::reload;
 use crate::runtime::{Runtime, Shared};
-use crate::state::ratelimit::Limiters;
-use crate::state::store::StoreError;
+use crate::state::budget::fleet::Fleet;
+use crate::state::budget::Budgets;
 
 /// How long shutdown waits for the ledger's last write.
 const LAST_FLUSH: Duration = Duration::from_secs(5);
-
-/// A start error naming the `[state]` key at fault, with the fix for what went wrong.
-fn state_error(e: &StoreError) -> String {
-    use std::io::ErrorKind;
-    let (key, fix) = match e {
-        StoreError::Corrupt(_) => (
-            "state",
-            "move the damaged file aside or empty the Redis database (the history in it is lost), or point [state] elsewhere",
-        ),
-        StoreError::File { source, .. } => match source {
-            redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => (
-                "state.path",
-                "another process has the file open: one gateway per file (replicas share a ledger through [state] redis)",
-            ),
-            redb::Error::Io(io) if io.kind() == ErrorKind::PermissionDenied => (
-                "state.path",
-                "make the file and its directory writable by the gateway's user (systemd: StateDirectory=; containers: a writable volume)",
-            ),
-            redb::Error::Io(io) if io.kind() == ErrorKind::InvalidData => (
-                "state.path",
-                "the file is not a ledger (or is damaged): move it aside and the gateway creates a new one, or choose another path",
-            ),
-            redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => (
-                "state.path",
-                "the file is damaged or from another redb version: move it aside and the gateway creates a new one",
-            ),
-            _ => (
-                "state.path",
-                "choose a path whose directory exists or can be created, on a writable file system",
-            ),
-        },
-        StoreError::Redis { .. } => (
-            "state.redis",
-            "check the host, port, password and database number, and that the server runs Redis 6 or newer",
-        ),
-    };
-    format!("{key}: cannot use the migration ledger: {e}; {fix}")
-}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,21 +84,30 @@ impl Gateway {
         let admin_listener = bind(config.admin.listen, "admin.listen").await?;
         let metrics = Metrics::default();
         let tracker = Arc::new(Tracker::default());
-        let limiters = Limiters::default();
+        let fleet = match &config.state.store {
+            StateStore::Redis(url) => Some(Fleet::new(url).map_err(|e| {
+                StartError::Unusable(format!(
+                    "state.redis: cannot share the rate budget: {}",
+                    e.category()
+                ))
+            })?),
+            _ => None,
+        };
+        let budgets = Budgets::new(fleet, config.state.replicas);
         let state = config.state.clone();
-        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &limiters, None)
+        let (runtime, fresh) = Runtime::build(config, &metrics, &tracker, &budgets, None)
             .map_err(StartError::Unusable)?;
         runtime.observe_modes();
         // After the runtime is built, so the first write already carries every configured
         // integration's modes; before anything is served, so an unusable store stops the start.
         let ledger = LedgerSync::open(&state, &tracker, SystemTime::now())
             .await
-            .map_err(|e| StartError::Unusable(state_error(&e)))?;
+            .map_err(|e| StartError::Unusable(e.start_problem()))?;
         let ledger = Arc::new(ledger);
         let token_http = runtime.token_http.clone();
         let shared = Arc::new(Shared::new(
             runtime,
-            limiters,
+            budgets,
             metrics,
             tracker.clone(),
             ledger.clone(),

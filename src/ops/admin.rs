@@ -187,6 +187,7 @@ pub async fn status(shared: &Shared) -> Value {
                 "name": i.name,
                 "url": format!("{}{}", i.url.to_string().trim_end_matches('/'), i.base_path),
                 "token_url": i.token_url,
+                "budget": crate::ops::budget::status(shared.budgets.find(&i.name).as_deref()),
             })
         })
         .collect();
@@ -346,22 +347,7 @@ pub fn metrics(shared: &Shared) -> String {
         let _ = writeln!(out, "coupa_gateway_upstream_unauthorized_total{{client=\"{name}\",outcome=\"replayed\"}} {replayed}");
         let _ = writeln!(out, "coupa_gateway_upstream_unauthorized_total{{client=\"{name}\",outcome=\"passed_through\"}} {passed}");
     }
-    out.push_str("# HELP coupa_gateway_rate_limit_total Requests the instance limiter queued or refused, and Coupa 429/503 answers that slowed it.\n");
-    out.push_str("# TYPE coupa_gateway_rate_limit_total counter\n");
-    for (instance, l) in shared.limiters.all() {
-        let instance = escape(&instance);
-        for (what, n) in [
-            ("queued", &l.queued),
-            ("rejected", &l.rejected),
-            ("coupa_throttled", &l.throttled),
-        ] {
-            let _ = writeln!(
-                out,
-                "coupa_gateway_rate_limit_total{{instance=\"{instance}\",event=\"{what}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
-    }
+    crate::ops::budget::render_metrics(&shared.budgets, &mut out);
     out.push_str("# HELP coupa_gateway_requests_in_flight Requests being served now.\n");
     out.push_str("# TYPE coupa_gateway_requests_in_flight gauge\n");
     let _ = writeln!(

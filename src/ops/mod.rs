@@ -3,5 +3,6 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod budget;
 pub mod metrics;
 pub mod status_page;

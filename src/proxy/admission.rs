@@ -3,7 +3,6 @@
 //! load shedding (in-flight caps, declared body size, the instance's rate budget).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use http::{Request, Version};
 
@@ -11,7 +10,6 @@ use super::{headers, path, ProxyError};
 use crate::migration::identity::Caller;
 use crate::net::conn::ConnState;
 use crate::runtime::{RouteTarget, Shared};
-use crate::state::ratelimit::Turn;
 
 /// Why a request is refused before routing, if it is: a method Coupa does not use, then a path
 /// or framing that two parsers could read differently, then more than one legacy key (the
@@ -129,22 +127,23 @@ pub(super) fn shed<'a>(
     Ok((global, on_route))
 }
 
-/// Waits for the instance's rate budget (up to its `max_queue_wait`), or refuses with 429.
-pub(super) async fn wait_turn(route: &RouteTarget) -> Result<(), ProxyError> {
-    let Some(limiter) = &route.limiter else {
+/// Waits for the instance's rate budget in the caller's fair-queue class (up to the
+/// instance's `max_queue_wait`), or refuses with 429.
+pub(super) async fn wait_turn(
+    route: &RouteTarget,
+    class: &str,
+    weight: u32,
+) -> Result<(), ProxyError> {
+    let Some(budget) = &route.budget else {
         return Ok(());
     };
-    match limiter.acquire(Instant::now()) {
-        Turn::Now => Ok(()),
-        Turn::At(at) => {
-            tokio::time::sleep_until(at.into()).await;
-            Ok(())
-        }
-        Turn::Rejected(retry) => Err(ProxyError::RateLimited {
+    budget
+        .wait_turn(class, weight)
+        .await
+        .map_err(|retry| ProxyError::RateLimited {
             instance: route.instance.name.clone(),
             retry_after: retry.as_secs().max(1),
-        }),
-    }
+        })
 }
 
 #[cfg(test)]

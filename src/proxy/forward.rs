@@ -192,7 +192,7 @@ impl Forward<'_> {
 
     #[cold]
     fn throttled(&self, headers: &mut http::HeaderMap) {
-        let Some(limiter) = &self.route.limiter else {
+        let Some(budget) = &self.route.budget else {
             return;
         };
         let now = Instant::now();
@@ -202,12 +202,11 @@ impl Forward<'_> {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        limiter.slow_down(now + Duration::from_secs(sent.unwrap_or(1)));
-        limiter.throttled.fetch_add(1, Ordering::Relaxed);
+        budget.slow_down(now + Duration::from_secs(sent.unwrap_or(1)));
         if sent.is_none() {
             headers.insert(
                 http::header::RETRY_AFTER,
-                HeaderValue::from(limiter.retry_after(now)),
+                HeaderValue::from(budget.retry_after(now)),
             );
         }
     }

@@ -120,9 +120,11 @@ pub async fn handle(
     let key = keys.single();
     let legacy_key = key.is_some();
     let caller = identity::identify(&runtime.integrations, key, conn.peer);
-    let (caller_name, usage) = match &caller {
-        Caller::Known(g) | Caller::WrongAddress(g) => (g.name.as_str(), &g.usage[route.index]),
-        Caller::UnknownKey(_) | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
+    let (caller_name, weight, usage) = match &caller {
+        Caller::Known(g) | Caller::WrongAddress(g) => {
+            (g.name.as_str(), g.weight, &g.usage[route.index])
+        }
+        Caller::UnknownKey(_) | Caller::Anonymous => (ANONYMOUS, 1, &route.anonymous_usage),
     };
     // Kept for discovery only (a refcount, not a copy): known callers pay one branch.
     let unknown_agent = match caller {
@@ -151,7 +153,7 @@ pub async fn handle(
         scope_check::check(&shared, route, needed, req.method(), caller_name, oauth)?;
         // 5. Shed load before queueing or buffering anything, then wait for the budget.
         let _in_flight = admission::shed(&shared, server.max_concurrent_requests, route, declared)?;
-        admission::wait_turn(route).await?;
+        admission::wait_turn(route, caller_name, weight).await?;
         // 6. Forward, the body bounded in time and size; attach the token on oauth routes.
         let (parts, body) = req.into_parts();
         let body = RequestBody::new(body, server.body_timeout);

@@ -8,7 +8,7 @@ use crate::migration::sync::LedgerSync;
 use crate::migration::Tracker;
 use crate::ops::metrics::Metrics;
 use crate::runtime::{Runtime, Shared};
-use crate::state::ratelimit::Limiters;
+use crate::state::budget::Budgets;
 
 /// One instance (`prod`, at an address nothing is asked of), its client `prod-main` holding
 /// `core.invoice.read`, and the routes and integrations in `rest`.
@@ -26,13 +26,13 @@ scopes = ["core.invoice.read"]
 "#
     );
     let config = Config::parse(&toml, &|_| None, Path::new(".")).expect("test config");
-    let (metrics, tracker, limiters) = (
+    let (metrics, tracker, budgets) = (
         Metrics::default(),
         Arc::new(Tracker::default()),
-        Limiters::default(),
+        Budgets::default(),
     );
     let ledger = Arc::new(LedgerSync::in_memory(std::time::SystemTime::now()));
     let (runtime, _fresh) =
-        Runtime::build(config, &metrics, &tracker, &limiters, None).expect("test runtime");
-    Arc::new(Shared::new(runtime, limiters, metrics, tracker, ledger))
+        Runtime::build(config, &metrics, &tracker, &budgets, None).expect("test runtime");
+    Arc::new(Shared::new(runtime, budgets, metrics, tracker, ledger))
 }

@@ -21,7 +21,7 @@ use crate::migration::{RouteUsage, Tracker, ANONYMOUS};
 use crate::net::upstream::{self, OutboundSettings, UpstreamClient};
 use crate::ops::metrics::{Metrics, RouteMetrics};
 use crate::runtime::route_table::RouteTable;
-use crate::state::ratelimit::{Limiter, Limiters};
+use crate::state::budget::{Budget, Budgets};
 use crate::token::{self, TokenCell, TokenRequest};
 
 /// Per-route data with every per-request constant precomputed.
@@ -63,8 +63,8 @@ pub struct RouteTarget {
     pub metrics: Arc<RouteMetrics>,
     /// Traffic of unrecognised callers on this route.
     pub anonymous_usage: Arc<Mutex<RouteUsage>>,
-    /// The instance's rate limiter (shared by every route to the instance).
-    pub limiter: Option<Arc<Limiter>>,
+    /// The instance's rate budget (shared by every route to the instance).
+    pub budget: Option<Arc<Budget>>,
     /// Largest request body accepted.
     pub max_body_bytes: Option<u64>,
     /// This route's own cap on requests in flight.
@@ -123,7 +123,7 @@ impl Runtime {
         config: Config,
         metrics: &Metrics,
         tracker: &Tracker,
-        limiters: &Limiters,
+        budgets: &Budgets,
         previous: Option<&Runtime>,
     ) -> Result<(Runtime, Vec<Arc<TokenCell>>), String> {
         let outbound = OutboundSettings::load(&config.upstream, &|name| std::env::var(name).ok())?;
@@ -216,8 +216,7 @@ impl Runtime {
                 timeout: r.timeout,
                 metrics: metrics.route(&r.prefix),
                 anonymous_usage: anonymous.route(&r.prefix),
-                limiter: instance_rate(&config, &r.instance)
-                    .map(|rl| limiters.get(&r.instance, rl)),
+                budget: instance_rate(&config, &r.instance).map(|rl| budgets.get(&r.instance, rl)),
                 max_body_bytes: r.max_body_bytes,
                 max_concurrent: r.max_concurrent_requests,
                 inflight: AtomicUsize::new(0),

@@ -91,7 +91,7 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
         config,
         &shared.metrics,
         &shared.tracker,
-        &shared.limiters,
+        &shared.budgets,
         Some(&current),
     ) {
         Ok(built) => built,

@@ -1,5 +1,5 @@
 //! What lives as long as the process, across runtime snapshots: the current snapshot itself,
-//! counters, the migration tracker, the rate limiters, reload status and the drain flag.
+//! counters, the migration tracker, the rate budgets, reload status and the drain flag.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -12,7 +12,7 @@ use super::Runtime;
 use crate::migration::sync::LedgerSync;
 use crate::migration::Tracker;
 use crate::ops::metrics::Metrics;
-use crate::state::ratelimit::Limiters;
+use crate::state::budget::Budgets;
 
 /// The outcome of the last reload, for `/status` and `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -54,8 +54,8 @@ pub struct Shared {
     /// Open client connections per proxy worker (`server.workers` at start); the acceptor
     /// hands each new connection to the worker with the fewest.
     pub worker_connections: Box<[AtomicUsize]>,
-    /// Rate limiters by instance; kept across reloads while their settings are unchanged.
-    pub limiters: Limiters,
+    /// Rate budgets by instance; kept across reloads while their settings are unchanged.
+    pub budgets: Budgets,
     /// Set on SIGTERM: readiness fails while in-flight requests drain.
     pub shutting_down: AtomicBool,
 }
@@ -64,7 +64,7 @@ impl Shared {
     /// Shared state around a first runtime.
     pub fn new(
         runtime: Runtime,
-        limiters: Limiters,
+        budgets: Budgets,
         metrics: Metrics,
         tracker: Arc<Tracker>,
         ledger: Arc<LedgerSync>,
@@ -82,7 +82,7 @@ impl Shared {
             reload_lock: tokio::sync::Mutex::new(()),
             warned_scopes: Mutex::default(),
             inflight: AtomicUsize::new(0),
-            limiters,
+            budgets,
             shutting_down: AtomicBool::new(false),
         }
     }

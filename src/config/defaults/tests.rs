@@ -68,6 +68,9 @@ fn file_with(path: &str, line: Option<&str>) -> String {
     if path.starts_with("scope_rules[].") {
         return minimal() + SCOPE_RULE + &line;
     }
+    if path.starts_with("integrations[].") {
+        return minimal() + "[[integrations]]\nname = \"erp\"\nroutes = [\"/prod\"]\nallow_ips = [\"10.0.0.0/8\"]\n" + &line;
+    }
     if path.starts_with("state.") {
         // A `[state]` table must name its store.
         return minimal() + "[state]\nmemory = true\n" + &line;

@@ -2,6 +2,7 @@
 
 use super::routes::route_prefix;
 use super::Validator;
+use crate::config::defaults;
 use crate::config::raw::RawIntegration;
 use crate::config::{Integration, Route};
 
@@ -84,14 +85,32 @@ impl Validator<'_> {
                     }
                 }
             }
+            let weight = self.weight(&format!("{key}.weight"), r.weight);
             out.push(Integration {
                 name,
                 key_sha256,
                 allow_ips,
                 routes: allowed,
+                weight,
             });
         }
         out
+    }
+}
+
+impl Validator<'_> {
+    fn weight(&mut self, key: &str, raw: Option<i64>) -> u32 {
+        match raw {
+            None => defaults::INTEGRATION_WEIGHT,
+            Some(w) if (1..=1000).contains(&w) => w as u32,
+            Some(w) => {
+                self.problem(
+                    key,
+                    format!("{w} is not a weight; use a whole number from 1 to 1000 (2 gets twice the turns of 1 while both wait)"),
+                );
+                defaults::INTEGRATION_WEIGHT
+            }
+        }
     }
 }
 

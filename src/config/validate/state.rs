@@ -15,7 +15,21 @@ impl Validator<'_> {
             return State {
                 store: StateStore::Memory,
                 flush_interval: defaults::STATE_FLUSH_INTERVAL,
+                replicas: defaults::STATE_REPLICAS,
             };
+        };
+        let replicas = match raw.replicas {
+            None => defaults::STATE_REPLICAS,
+            Some(n) if (1..=1000).contains(&n) => n as u32,
+            Some(n) => {
+                self.problem(
+                    "state.replicas",
+                    format!(
+                        "{n} is not a fleet size; use the number of gateway replicas, 1 to 1000"
+                    ),
+                );
+                defaults::STATE_REPLICAS
+            }
         };
         let flush_interval = self.positive(
             "state.flush_interval",
@@ -36,6 +50,7 @@ impl Validator<'_> {
             return State {
                 store: StateStore::Memory,
                 flush_interval,
+                replicas,
             };
         }
         let store = if let Some(path) = &raw.path {
@@ -48,6 +63,7 @@ impl Validator<'_> {
         State {
             store: store.unwrap_or(StateStore::Memory),
             flush_interval,
+            replicas,
         }
     }
 

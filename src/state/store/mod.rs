@@ -37,6 +37,46 @@ pub enum StoreError {
     Corrupt(#[from] Corrupt),
 }
 
+impl StoreError {
+    /// The start error: the `[state]` key at fault and the fix for what went wrong.
+    pub fn start_problem(&self) -> String {
+        use std::io::ErrorKind;
+        let (key, fix) = match self {
+            StoreError::Corrupt(_) => (
+                "state",
+                "move the damaged file aside or empty the Redis database (the history in it is lost), or point [state] elsewhere",
+            ),
+            StoreError::File { source, .. } => match source {
+                redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => (
+                    "state.path",
+                    "another process has the file open: one gateway per file (replicas share a ledger through [state] redis)",
+                ),
+                redb::Error::Io(io) if io.kind() == ErrorKind::PermissionDenied => (
+                    "state.path",
+                    "make the file and its directory writable by the gateway's user (systemd: StateDirectory=; containers: a writable volume)",
+                ),
+                redb::Error::Io(io) if io.kind() == ErrorKind::InvalidData => (
+                    "state.path",
+                    "the file is not a ledger (or is damaged): move it aside and the gateway creates a new one, or choose another path",
+                ),
+                redb::Error::Corrupted(_) | redb::Error::UpgradeRequired(_) => (
+                    "state.path",
+                    "the file is damaged or from another redb version: move it aside and the gateway creates a new one",
+                ),
+                _ => (
+                    "state.path",
+                    "choose a path whose directory exists or can be created, on a writable file system",
+                ),
+            },
+            StoreError::Redis { .. } => (
+                "state.redis",
+                "check the host, port, password and database number, and that the server runs Redis 6 or newer",
+            ),
+        };
+        format!("{key}: cannot use the migration ledger: {self}; {fix}")
+    }
+}
+
 /// An open store.
 pub enum Store {
     /// In this process only.
