@@ -505,20 +505,52 @@ fn discovered_keys(out: &mut String, status: &Value, now: SystemTime) {
     out.push_str("</table></section>\n");
 }
 
+/// An instance's rate budget: rate, whose it is (the fleet's through Redis, or this
+/// replica's), who is waiting for turns now, and the turns so far.
+fn budget(b: &Value) -> String {
+    if b.is_null() {
+        return "off".to_owned();
+    }
+    let scope = match b["scope"].as_str() {
+        Some("fleet") => badge("ok", "SHARED BY THE FLEET"),
+        Some("fallback") => format!(
+            "{} <div class=\"sub\">{}</div>",
+            badge("bad", "LOCAL SHARE: REDIS FAILING"),
+            t(&b["reason"])
+        ),
+        _ => "this replica's".to_owned(),
+    };
+    let waiting: Vec<String> = items(&b["waiting"])
+        .iter()
+        .map(|w| format!("{} {}", t(&w["integration"]), t(&w["requests"])))
+        .collect();
+    let turns = &b["turns"];
+    format!(
+        "{}/s, burst {} · {scope}<div class=\"sub\">waiting: {} · turns: {} at once, {} after waiting, {} refused (429)</div>",
+        t(&b["per_second"]),
+        t(&b["burst"]),
+        if waiting.is_empty() { "nobody".to_owned() } else { waiting.join(", ") },
+        t(&turns["immediate"]),
+        t(&turns["after_waiting"]),
+        t(&turns["rejected"]),
+    )
+}
+
 fn instances(out: &mut String, list: &[Value]) {
     out.push_str("<section id=\"instances\"><h2>Coupa instances</h2>\n");
     if list.is_empty() {
         out.push_str("<p class=\"empty\">No instances configured.</p></section>\n");
         return;
     }
-    out.push_str("<table><tr><th>instance</th><th>API</th><th>token endpoint</th></tr>\n");
+    out.push_str("<table><tr><th>instance</th><th>API</th><th>token endpoint</th><th>rate budget</th></tr>\n");
     for i in list {
         let _ = writeln!(
             out,
-            "<tr><td><b>{}</b></td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            "<tr><td><b>{}</b></td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
             t(&i["name"]),
             t(&i["url"]),
             t(&i["token_url"]),
+            budget(&i["budget"]),
         );
     }
     out.push_str("</table></section>\n");

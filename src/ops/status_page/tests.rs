@@ -81,6 +81,20 @@ fn the_ledger_line_says_where_the_figures_come_from_and_a_failing_store() {
 }
 
 #[test]
+fn each_instance_shows_its_budget_and_who_waits() {
+    let now = at("2026-01-01T02:00:00Z");
+    let mut status = sample();
+    status["instances"][0]["budget"] = json!({"scope": "fallback", "reason": "redis: <timeout>",
+        "per_second": 25.0, "burst": 20, "waiting": [{"integration": "bulk", "requests": 12}],
+        "turns": {"immediate": 5, "after_waiting": 40, "rejected": 1}});
+    let page = render(&status, now);
+    assert!(page.contains("LOCAL SHARE: REDIS FAILING"), "{page}");
+    assert!(page.contains("redis: &lt;timeout&gt;"));
+    assert!(page.contains("waiting: bulk 12"));
+    assert!(page.contains("40 after waiting"));
+}
+
+#[test]
 fn escape_html_covers_text_and_attributes() {
     assert_eq!(
         escape_html(r#"<a href="x" title='y'>&amp;</a>"#),

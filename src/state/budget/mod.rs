@@ -222,7 +222,12 @@ impl Budget {
         if self.dispatcher.swap(true, Ordering::AcqRel) {
             return;
         }
-        let task = dispatch(Arc::downgrade(self), self.wake.clone());
+        self.spawn(dispatch(Arc::downgrade(self), self.wake.clone()));
+    }
+
+    /// Runs `task` on the runtime the budget was made on (the gateway's main one), else on
+    /// the caller's.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         match &self.runtime {
             Some(handle) => drop(handle.spawn(task)),
             None => drop(tokio::spawn(task)),
@@ -309,6 +314,8 @@ impl Budget {
         if !s.on_fallback {
             s.on_fallback = true;
             s.since = Some(SystemTime::now());
+            // No burst at the switch: the fleet may just have spent it at Coupa.
+            f.fallback.slow_down(Instant::now());
             self.fallbacks.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 instance = f.instance,
@@ -326,6 +333,18 @@ impl Budget {
             s.on_fallback = false;
             s.since = Some(SystemTime::now());
             s.reason = None;
+            // A Redis that lost its state would hand out a fresh burst while Coupa's bucket is
+            // still empty from the replicas' local shares: start the shared schedule without
+            // one (raising a floor is idempotent, whichever replica comes back first).
+            let (fleet, instance, tolerance) =
+                (f.fleet.clone(), f.instance.clone(), self.local.tolerance());
+            self.spawn(async move {
+                let _ = tokio::time::timeout(
+                    fleet::TIMEOUT,
+                    fleet.pause(&instance, Duration::ZERO, tolerance),
+                )
+                .await;
+            });
             tracing::info!(instance = f.instance, "the fleet-wide rate budget is back");
         }
     }
@@ -357,18 +376,14 @@ impl Budget {
             let pause = until.saturating_duration_since(Instant::now());
             let (fleet, instance, tolerance) =
                 (f.fleet.clone(), f.instance.clone(), self.local.tolerance());
-            let task = async move {
+            self.spawn(async move {
                 if let Ok(Err(e)) =
                     tokio::time::timeout(fleet::TIMEOUT, fleet.pause(&instance, pause, tolerance))
                         .await
                 {
                     tracing::debug!(instance, error = %e, "cannot pause the fleet's budget");
                 }
-            };
-            match &self.runtime {
-                Some(handle) => drop(handle.spawn(task)),
-                None => drop(tokio::spawn(task)),
-            }
+            });
         }
     }
 
