@@ -99,6 +99,8 @@ pub const REVOKE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 /// is nothing for a file or a Redis server.
 pub const STATE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// `routes[].shadow_sample`: off.
+pub const SHADOW_SAMPLE: f64 = 0.0;
 /// `state.replicas`: one gateway unless told otherwise.
 pub const STATE_REPLICAS: u32 = 1;
 /// `integrations[].weight`: equal shares.
@@ -314,6 +316,7 @@ pub const KEYS: &[Key] = &[
     derived("routes[].timeout", "server.request_timeout"),
     derived("routes[].max_body_bytes", "server.max_body_bytes"),
     nothing("routes[].max_concurrent_requests"),
+    value("routes[].shadow_sample", "0.0", Value::Rate(SHADOW_SAMPLE)),
     value("routes[].mode", "oauth", Value::Word(MODE.as_str())),
     described("routes[].blocked_message"),
     value(

@@ -226,6 +226,9 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// `max_concurrent_requests`: this route's own cap, if any (503 beyond it).
     pub max_concurrent_requests: Option<usize>,
+    /// `shadow_sample`, default [`defaults::SHADOW_SAMPLE`]: in passthrough mode, the share
+    /// of GET/HEAD requests replayed with the client's token to prove OAuth readiness.
+    pub shadow_sample: f64,
 }
 
 /// `routes[].mode`: what the gateway does with a route's traffic.

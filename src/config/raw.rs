@@ -155,6 +155,7 @@ pub(super) struct RawRoute {
     pub(super) scope_check: Option<String>,
     pub(super) max_body_bytes: Option<RawSize>,
     pub(super) max_concurrent_requests: Option<usize>,
+    pub(super) shadow_sample: Option<f64>,
 }
 
 #[derive(Deserialize)]

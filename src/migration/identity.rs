@@ -150,6 +150,7 @@ mod tests {
             scope_check: config::ScopeCheck::Warn,
             max_body_bytes: None,
             max_concurrent_requests: None,
+            shadow_sample: 0.0,
         }
     }
 

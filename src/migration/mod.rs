@@ -23,7 +23,9 @@ use std::time::SystemTime;
 use crate::config::Mode;
 use crate::migration::scopes::Needed;
 use crate::ops::metrics::escape;
-use crate::state::ledger::{IntegrationRecord, Ledger, Oauth, RouteRecord, ScopeRecord, Secs};
+use crate::state::ledger::{
+    IntegrationRecord, Ledger, Oauth, RouteRecord, ScopeRecord, Secs, ShadowRecord,
+};
 pub use report::{report, verdict, Verdict};
 
 /// The name traffic from unrecognised callers is recorded under.
@@ -70,6 +72,8 @@ pub struct RouteUsage {
     pub scopes: BTreeMap<Arc<str>, ScopeSeen>,
     /// Requests whose scope the table does not know.
     pub unknown_scope: u64,
+    /// Shadow requests of its passthrough traffic (OAuth readiness).
+    pub shadow: ShadowRecord,
 }
 
 /// One request, as recorded.
@@ -195,6 +199,7 @@ impl RouteUsage {
                     (label.to_string(), record)
                 })
                 .collect(),
+            shadow: self.shadow.clone(),
         }
     }
 }
@@ -251,6 +256,30 @@ pub fn render_metrics(tracker: &Tracker, out: &mut String) {
                 let _ = writeln!(
                     out,
                     "coupa_gateway_integration_requests_total{{integration=\"{}\",route=\"{}\",class=\"{class}\"}} {n}",
+                    escape(name),
+                    escape(prefix)
+                );
+            }
+        }
+    }
+    out.push_str("# HELP coupa_gateway_shadow_total Shadow requests (OAuth readiness) by integration, route and outcome: same or different status class, dropped (no spare budget), failed.\n");
+    out.push_str("# TYPE coupa_gateway_shadow_total counter\n");
+    for (name, routes) in &snapshots {
+        for (prefix, r) in routes {
+            let s = &r.shadow;
+            if s.sent + s.dropped + s.failed == 0 {
+                continue;
+            }
+            let different: u64 = s.different.values().sum();
+            for (outcome, n) in [
+                ("same", s.same),
+                ("different", different),
+                ("dropped", s.dropped),
+                ("failed", s.failed),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "coupa_gateway_shadow_total{{integration=\"{}\",route=\"{}\",outcome=\"{outcome}\"}} {n}",
                     escape(name),
                     escape(prefix)
                 );

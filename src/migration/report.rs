@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{discovered, ANONYMOUS};
 use crate::config::Config;
-use crate::state::ledger::{Ledger, Oauth, ScopeRecord, Secs};
+use crate::state::ledger::{Ledger, Oauth, ScopeRecord, Secs, ShadowRecord};
 
 /// Unix seconds as the system time they stand for.
 pub fn at(s: Secs) -> SystemTime {
@@ -119,6 +119,7 @@ pub fn report(
             continue;
         }
         let mut routes = Vec::new();
+        let mut readiness: Vec<String> = Vec::new();
         let mut last_seen: Option<Secs> = None;
         let mut last_passthrough: Option<Secs> = None;
         let mut legacy_key = 0;
@@ -155,7 +156,11 @@ pub fn report(
                     "last_seen": rfc3339(s.last_seen),
                 })).collect::<Vec<_>>(),
                 "unknown_scope_requests": r.unknown_scope,
+                "shadow": shadow_json(&r.shadow),
             }));
+            if mode_of(prefix) == "passthrough" && r.shadow.sent > 0 {
+                readiness.push(readiness_text(prefix, &r.shadow));
+            }
         }
         let oauth_since = match record.oauth {
             Oauth::Since(t) => Some(t),
@@ -181,6 +186,7 @@ pub fn report(
             "last_seen": last_seen.map(rfc3339),
             "legacy_key_requests": legacy_key,
             "last_passthrough": last_passthrough.map(rfc3339),
+            "oauth_readiness": readiness,
             "routes": routes,
         }));
     }
@@ -283,6 +289,9 @@ pub fn render_text(status: &Value) -> String {
             s(&g["last_seen"]),
             g["legacy_key_requests"]
         );
+        for line in g["oauth_readiness"].as_array().into_iter().flatten() {
+            let _ = writeln!(out, "    {}", s(line));
+        }
         for r in g["routes"].as_array().into_iter().flatten() {
             let req = &r["requests"];
             let _ = writeln!(
@@ -309,6 +318,30 @@ pub fn render_text(status: &Value) -> String {
                 .collect();
             if !scopes.is_empty() {
                 let _ = writeln!(out, "      scopes needed: {}", scopes.join(", "));
+            }
+            let shadow = &r["shadow"];
+            if shadow["sent"].as_u64().unwrap_or(0) + shadow["dropped"].as_u64().unwrap_or(0) > 0 {
+                let _ = writeln!(
+                    out,
+                    "      shadow with the token: {} sent, {} same, {} dropped, {} failed",
+                    shadow["sent"], shadow["same"], shadow["dropped"], shadow["failed"]
+                );
+                for d in shadow["recent_differences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = writeln!(
+                        out,
+                        "        {}  {}  {}{}",
+                        s(&d["pair"]),
+                        s(&d["path"]),
+                        d["scope"]
+                            .as_str()
+                            .map_or(String::new(), |sc| format!("needs {sc}  ")),
+                        s(&d["error"])
+                    );
+                }
             }
         }
     }
@@ -348,6 +381,51 @@ pub fn render_text(status: &Value) -> String {
     }
     discovered::render_text(status, &mut out);
     out
+}
+
+/// A route's shadow record in `/status`.
+fn shadow_json(s: &ShadowRecord) -> Value {
+    json!({
+        "sent": s.sent,
+        "dropped": s.dropped,
+        "failed": s.failed,
+        "same": s.same,
+        "different": s.different,
+        "recent_differences": s.recent.iter().map(|d| json!({
+            "at": rfc3339(d.at),
+            "pair": d.pair,
+            "path": d.path,
+            "scope": d.scope,
+            "error": d.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The OAuth-readiness line for a passthrough route with shadow evidence: ready when every
+/// sampled read answered alike with the token.
+pub fn readiness_text(prefix: &str, s: &ShadowRecord) -> String {
+    if s.same == s.sent {
+        return format!(
+            "{prefix}: OAuth ready: {} of {} sampled reads matched",
+            s.same, s.sent
+        );
+    }
+    let (pair, n) = s
+        .different
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map_or(("?", 0), |(p, n)| (p.as_str(), *n));
+    let answered = pair.rsplit(' ').next().unwrap_or("?");
+    let scope = s
+        .recent
+        .iter()
+        .find(|d| d.pair == pair)
+        .and_then(|d| d.scope.as_deref())
+        .map_or(String::new(), |sc| format!(" ({sc}?)"));
+    format!(
+        "{prefix}: not ready: {n} read(s) answered {answered} with the token{scope}; {} of {} sampled reads matched",
+        s.same, s.sent
+    )
 }
 
 /// Where the report's figures come from, and since when.

@@ -52,6 +52,7 @@ pub fn render_metrics(budgets: &Budgets, out: &mut String) {
             ("rejected", &b.rejected),
             ("coupa_throttled", &b.throttled),
             ("fleet_fallback", &b.fallbacks),
+            ("shadow", &b.spare),
         ] {
             let _ = writeln!(
                 out,

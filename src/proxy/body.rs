@@ -17,6 +17,8 @@ use crate::net::bounds::{self, Stall};
 use crate::net::conn::ActiveRequest;
 use crate::ops::access_log::AccessRecord;
 
+use super::shadow::ShadowJob;
+
 pin_project! {
     /// Response bodies: Coupa's streamed through, or a small one the gateway wrote itself;
     /// with access logging, bytes are counted and the line is written at the end (or when the
@@ -30,14 +32,19 @@ pin_project! {
         stall: Option<Stall>,
         // The request stays in flight on its connection until its response is sent.
         active: Option<ActiveRequest>,
+        // A shadow request to send once the response is sent (OAuth readiness).
+        shadow: Option<Box<ShadowJob>>,
     }
 
     impl PinnedDrop for Body {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
+            let complete = this.inner.is_end_stream();
             if let Some(record) = this.log.take() {
-                let complete = this.inner.is_end_stream();
                 record.emit(*this.sent, complete);
+            }
+            if let (Some(job), true) = (this.shadow.take(), complete) {
+                job.launch();
             }
         }
     }
@@ -59,6 +66,7 @@ impl Body {
             sent: 0,
             stall: Some(Stall::new(timeout)),
             active: None,
+            shadow: None,
         }
     }
 
@@ -70,7 +78,14 @@ impl Body {
             sent: 0,
             stall: None,
             active: None,
+            shadow: None,
         }
+    }
+
+    /// Sends `job` once this body has been sent whole (never when the client went away).
+    pub fn then_shadow(mut self, job: Box<ShadowJob>) -> Self {
+        self.shadow = Some(job);
+        self
     }
 
     /// Keeps `active` (the request's in-flight mark on its connection) until this body is

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod path;
 mod request_id;
 mod scope_check;
+mod shadow;
 #[cfg(test)]
 mod testing;
 
@@ -135,6 +136,23 @@ pub async fn handle(
     let upstream_pq = forward::upstream_path_and_query(route, found.rest, req.uri().query());
     let declared = content_length(req.headers());
     let server = &runtime.config.server;
+    // PERF: routes without shadow sampling pay this one comparison.
+    let mut shadow = if route.shadow_sample > 0.0 && route.mode == Mode::Passthrough {
+        shadow::ShadowJob::sample(shadow::Sampled {
+            route,
+            clients: &runtime.upstream,
+            worker: conn.worker,
+            usage,
+            method: req.method(),
+            path_and_query: &upstream_pq,
+            accept: req.headers().get(http::header::ACCEPT),
+            request_id: &request_id,
+            caller_uri: req.uri(),
+            scope: needed.map(|n| &n.label),
+        })
+    } else {
+        None
+    };
     let ctx = Forward {
         client: &runtime.upstream[conn.worker],
         route,
@@ -182,7 +200,13 @@ pub async fn handle(
 
     // 7. Errors become the gateway's own small JSON answers ([`ProxyError::into_response`]).
     let (resp, error) = match result {
-        Ok(resp) => (resp, None),
+        Ok(resp) => match shadow.take() {
+            Some(mut job) => {
+                job.caller_status = resp.status().as_u16();
+                (resp.map(|b| b.then_shadow(job)), None)
+            }
+            None => (resp, None),
+        },
         Err(e) => {
             let code = e.code();
             (e.into_response(&request_id, caller_name), Some(code))

@@ -71,6 +71,10 @@ pub struct RouteTarget {
     pub max_concurrent: Option<usize>,
     /// Requests in flight on this route.
     pub inflight: AtomicUsize,
+    /// `shadow_sample`: the share of passthrough GET/HEAD requests sent again with the token.
+    pub shadow_sample: f64,
+    /// Shadow requests in flight on this route (bounded).
+    pub shadow_inflight: Arc<AtomicUsize>,
 }
 
 impl RouteTarget {
@@ -220,6 +224,8 @@ impl Runtime {
                 max_body_bytes: r.max_body_bytes,
                 max_concurrent: r.max_concurrent_requests,
                 inflight: AtomicUsize::new(0),
+                shadow_sample: r.shadow_sample,
+                shadow_inflight: Arc::default(),
             };
             (r.prefix.clone(), target)
         }));

@@ -461,6 +461,11 @@ impl RouteToml {
         self.line(format!("timeout = \"{duration}\""))
     }
 
+    /// `shadow_sample`: the share of passthrough reads sent again with the token.
+    pub fn shadow_sample(self, share: f64) -> Self {
+        self.line(format!("shadow_sample = {share:?}"))
+    }
+
     fn line(mut self, line: String) -> Self {
         self.lines.push(line);
         self

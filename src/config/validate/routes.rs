@@ -184,10 +184,32 @@ impl Validator<'_> {
                 }
             }
         };
+        let shadow_sample = match raw.shadow_sample {
+            None => defaults::SHADOW_SAMPLE,
+            Some(p) if (0.0..=1.0).contains(&p) => {
+                if p > 0.0 && client.is_none() {
+                    self.problem(
+                        format!("{key}.shadow_sample"),
+                        "shadow requests carry the route's client's token; name the client the route will move to with client = \"...\"",
+                    );
+                }
+                p
+            }
+            Some(p) => {
+                self.problem(
+                    format!("{key}.shadow_sample"),
+                    format!(
+                        "{p} is not a share; use 0.0 (off) to 1.0 (every GET and HEAD), e.g. 0.1"
+                    ),
+                );
+                defaults::SHADOW_SAMPLE
+            }
+        };
         Route {
             prefix,
             instance,
             client,
+            shadow_sample,
             timeout: self.positive(
                 &format!("{key}.timeout"),
                 raw.timeout.as_deref(),

@@ -439,11 +439,19 @@ fn integrations(out: &mut String, list: &[Value], ledger_status: &Value, now: Sy
                 )
             })
             .collect();
-        let routes = if routes.is_empty() {
+        let mut routes = if routes.is_empty() {
             "—".to_owned()
         } else {
             routes.concat()
         };
+        for line in items(&g["oauth_readiness"]) {
+            let class = if line.as_str().is_some_and(|l| l.contains("not ready")) {
+                "err"
+            } else {
+                "sub"
+            };
+            let _ = write!(routes, "<div class=\"{class}\">{}</div>", t(line));
+        }
         let _ = writeln!(
             out,
             "<tr><td>{name}</td><td>{verdict}</td><td>{routes}</td><td class=\"n\">{}</td>\

@@ -95,6 +95,19 @@ fn each_instance_shows_its_budget_and_who_waits() {
 }
 
 #[test]
+fn oauth_readiness_lines_are_shown() {
+    let now = at("2026-01-01T02:00:00Z");
+    let mut status = sample();
+    let list = status["integrations"].as_array_mut().unwrap();
+    list[0]["oauth_readiness"] = json!(["/prod: not ready: 3 read(s) answered 403 with the token (core.supplier.read?); 0 of 3 sampled reads matched"]);
+    let page = render(&status, now);
+    assert!(
+        page.contains("<div class=\"err\">/prod: not ready: 3 read(s) answered 403"),
+        "{page}"
+    );
+}
+
+#[test]
 fn escape_html_covers_text_and_attributes() {
     assert_eq!(
         escape_html(r#"<a href="x" title='y'>&amp;</a>"#),

@@ -114,6 +114,8 @@ pub struct Budget {
     pub throttled: AtomicU64,
     /// Switches from the fleet's budget to the local share.
     pub fallbacks: AtomicU64,
+    /// Spare turns given to shadow requests.
+    pub spare: AtomicU64,
     classes: Mutex<BTreeMap<String, ClassStats>>,
 }
 
@@ -156,6 +158,7 @@ impl Budget {
             rejected: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            spare: AtomicU64::new(0),
             classes: Mutex::default(),
         }
     }
@@ -178,6 +181,35 @@ impl Budget {
             return Ok(());
         }
         self.wait_in_queue(class, weight, now).await
+    }
+
+    /// A turn nobody wants, for the lowest priority (shadow requests): only when nobody waits
+    /// and one is free now; never a wait, never ahead of a real request.
+    pub async fn try_spare(&self) -> bool {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let taken = match &self.fleet {
+            None => self.local.acquire_now(Instant::now()),
+            Some(f) if lock(&f.state).on_fallback => f.fallback.acquire_now(Instant::now()),
+            Some(f) => matches!(
+                tokio::time::timeout(
+                    fleet::TIMEOUT,
+                    f.fleet.reserve(
+                        &f.instance,
+                        self.local.interval(),
+                        self.local.tolerance(),
+                        Duration::ZERO,
+                    ),
+                )
+                .await,
+                Ok(Ok(Reservation::After(wait))) if wait.is_zero()
+            ),
+        };
+        if taken {
+            self.spare.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
     }
 
     #[cold]

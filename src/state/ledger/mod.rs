@@ -63,6 +63,109 @@ pub struct ScopeRecord {
     pub any_of: Vec<String>,
 }
 
+/// Shadow requests of passthrough traffic sent again with the client's token (OAuth
+/// readiness): how many, and how Coupa's answers compared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShadowRecord {
+    /// Sent with the token and answered.
+    pub sent: u64,
+    /// Not sent: the budget had no spare turn, or too many were in flight.
+    pub dropped: u64,
+    /// Sent but not answered (timeout, connection error) or no token to send.
+    pub failed: u64,
+    /// Answered in the same status class as the caller's passthrough request.
+    pub same: u64,
+    /// Answered differently, by pair (`200 -> 403`).
+    pub different: BTreeMap<String, u64>,
+    /// The last differences, newest first (at most [`RECENT_DIFFERENCES`]).
+    pub recent: Vec<ShadowDifference>,
+}
+
+/// Differences kept per integration and route.
+pub const RECENT_DIFFERENCES: usize = 5;
+
+/// One shadow request that Coupa answered differently.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShadowDifference {
+    /// When.
+    pub at: Secs,
+    /// `200 -> 403`.
+    pub pair: String,
+    /// The caller's path with query names only (as in the access log).
+    pub path: String,
+    /// The scope the path needs, per the scope table.
+    pub scope: Option<String>,
+    /// Coupa's error text for a 401/403 (it may name the missing scope), cut short.
+    pub error: Option<String>,
+}
+
+impl ShadowRecord {
+    fn absorb(&mut self, newer: &ShadowRecord) {
+        self.sent += newer.sent;
+        self.dropped += newer.dropped;
+        self.failed += newer.failed;
+        self.same += newer.same;
+        for (pair, n) in &newer.different {
+            *self.different.entry(pair.clone()).or_default() += n;
+        }
+        let mut recent: Vec<ShadowDifference> = newer.recent.clone();
+        for d in &self.recent {
+            if !recent.contains(d) {
+                recent.push(d.clone());
+            }
+        }
+        recent.sort_by_key(|d| std::cmp::Reverse(d.at));
+        recent.truncate(RECENT_DIFFERENCES);
+        self.recent = recent;
+    }
+
+    fn since(&self, before: &ShadowRecord) -> ShadowRecord {
+        ShadowRecord {
+            sent: self.sent.saturating_sub(before.sent),
+            dropped: self.dropped.saturating_sub(before.dropped),
+            failed: self.failed.saturating_sub(before.failed),
+            same: self.same.saturating_sub(before.same),
+            different: self
+                .different
+                .iter()
+                .map(|(p, n)| {
+                    (
+                        p.clone(),
+                        n.saturating_sub(before.different.get(p).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            recent: self
+                .recent
+                .iter()
+                .filter(|d| !before.recent.contains(d))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Records one shadow request's outcome.
+    pub fn record(
+        &mut self,
+        caller: u16,
+        shadow: u16,
+        difference: impl FnOnce() -> ShadowDifference,
+    ) {
+        self.sent += 1;
+        if caller / 100 == shadow / 100 {
+            self.same += 1;
+            return;
+        }
+        let d = difference();
+        *self.different.entry(d.pair.clone()).or_default() += 1;
+        self.recent.insert(0, d);
+        self.recent.truncate(RECENT_DIFFERENCES);
+    }
+}
+
 /// The traffic of one integration on one route prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -83,6 +186,8 @@ pub struct RouteRecord {
     pub last_passthrough: Option<Secs>,
     /// Scope requirements by label.
     pub scopes: BTreeMap<String, ScopeRecord>,
+    /// Shadow requests (OAuth readiness) of its passthrough traffic.
+    pub shadow: ShadowRecord,
 }
 
 impl RouteRecord {
@@ -107,6 +212,7 @@ impl RouteRecord {
                 e.any_of.clone_from(&s.any_of);
             }
         }
+        self.shadow.absorb(&newer.shadow);
     }
 
     /// What `self` (a process's running totals) added since `before` (its totals at the last
@@ -141,6 +247,7 @@ impl RouteRecord {
             last_seen: self.last_seen,
             last_passthrough: self.last_passthrough,
             scopes,
+            shadow: self.shadow.since(&before.shadow),
         })
     }
 }
@@ -470,143 +577,4 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route(n2xx: u64, last: Secs) -> RouteRecord {
-        RouteRecord {
-            by_class: [0, n2xx, 0, 0, 0],
-            first_seen: Some(last),
-            last_seen: Some(last),
-            ..RouteRecord::default()
-        }
-    }
-
-    fn one(name: &str, prefix: &str, r: RouteRecord, oauth: Oauth) -> Ledger {
-        let mut l = Ledger::default();
-        l.integrations.insert(
-            name.into(),
-            IntegrationRecord {
-                oauth,
-                routes: [(prefix.to_owned(), r)].into(),
-            },
-        );
-        l
-    }
-
-    #[test]
-    fn deltas_added_in_any_order_give_the_same_totals() {
-        let a = one("erp", "/prod", route(3, 100), Oauth::Since(50));
-        let b = one("erp", "/prod", route(4, 200), Oauth::Since(70));
-        let mut ab = Ledger::default();
-        ab.absorb(&a);
-        ab.absorb(&b);
-        let mut ba = Ledger::default();
-        ba.absorb(&b);
-        ba.absorb(&a);
-        assert_eq!(ab, ba);
-        let r = &ab.integrations["erp"].routes["/prod"];
-        assert_eq!(r.by_class[1], 7);
-        assert_eq!((r.first_seen, r.last_seen), (Some(100), Some(200)));
-        assert_eq!(ab.integrations["erp"].oauth, Oauth::Since(50));
-    }
-
-    #[test]
-    fn a_passthrough_report_ends_the_oauth_window_and_a_later_flip_starts_a_new_one() {
-        let mut total = one("erp", "/p", route(1, 10), Oauth::Since(10));
-        total.absorb(&one(
-            "erp",
-            "/p",
-            RouteRecord::default(),
-            Oauth::Passthrough,
-        ));
-        assert_eq!(total.integrations["erp"].oauth, Oauth::Passthrough);
-        total.absorb(&one("erp", "/p", RouteRecord::default(), Oauth::Since(99)));
-        assert_eq!(total.integrations["erp"].oauth, Oauth::Since(99));
-        total.absorb(&one("erp", "/p", RouteRecord::default(), Oauth::Unknown));
-        assert_eq!(total.integrations["erp"].oauth, Oauth::Since(99));
-    }
-
-    #[test]
-    fn since_sends_only_what_changed_and_merging_it_restores_the_totals() {
-        let before = one("erp", "/p", route(3, 100), Oauth::Passthrough);
-        let mut now = before.clone();
-        now.integrations
-            .get_mut("erp")
-            .unwrap()
-            .routes
-            .insert("/q".into(), route(2, 150));
-        now.integrations
-            .get_mut("erp")
-            .unwrap()
-            .routes
-            .get_mut("/p")
-            .unwrap()
-            .by_class[1] = 5;
-        let delta = now.since(&before);
-        assert_eq!(delta.integrations["erp"].oauth, Oauth::Unknown);
-        assert_eq!(delta.integrations["erp"].routes["/p"].by_class[1], 2);
-        let mut stored = before.clone();
-        stored.absorb(&delta);
-        assert_eq!(stored.integrations, now.integrations);
-        assert!(now.since(&now).integrations.is_empty());
-    }
-
-    #[test]
-    fn records_round_trip_through_bytes_and_merge_as_the_ledger_does() {
-        let delta = one("erp", "/p", route(3, 100), Oauth::Since(5));
-        let mut stored: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for _ in 0..2 {
-            for c in delta.changes() {
-                let old = stored.get(&c.key()).map(Vec::as_slice);
-                if let Some(new) = c.merged(old).unwrap() {
-                    stored.insert(c.key(), new);
-                }
-            }
-        }
-        let back =
-            Ledger::from_records(stored.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
-        let mut expected = delta.clone();
-        expected.absorb(&delta);
-        assert_eq!(back.integrations, expected.integrations);
-        let err = Change::Meta(Meta::default())
-            .merged(Some(b"{oops"))
-            .unwrap_err();
-        assert!(err.to_string().contains("\"meta\""), "{err}");
-    }
-
-    #[test]
-    fn recent_lists_keep_the_newest_distinct_values() {
-        let mut k = KeyRecord {
-            addresses: vec!["10.0.0.1".into(), "10.0.0.2".into()],
-            first_seen: 5,
-            ..KeyRecord::default()
-        };
-        k.absorb(&KeyRecord {
-            addresses: vec!["10.0.0.3".into(), "10.0.0.1".into()],
-            first_seen: 9,
-            last_seen: 9,
-            ..KeyRecord::default()
-        });
-        assert_eq!(k.addresses, ["10.0.0.3", "10.0.0.1", "10.0.0.2"]);
-        assert_eq!((k.first_seen, k.last_seen), (5, 9));
-    }
-
-    #[test]
-    fn eviction_drops_the_least_recently_seen_and_counts_them() {
-        let mut l = Ledger::default();
-        for i in 0..5u64 {
-            l.keys.insert(
-                format!("{i:064x}"),
-                KeyRecord {
-                    last_seen: 100 - i,
-                    ..KeyRecord::default()
-                },
-            );
-        }
-        let gone = l.evict_keys(3);
-        assert_eq!(gone, [format!("{:064x}", 4), format!("{:064x}", 3)]);
-        assert_eq!(l.meta.keys_evicted, 2);
-        assert_eq!(l.keys.len(), 3);
-    }
-}
+mod tests;
