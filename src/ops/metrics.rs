@@ -85,6 +85,25 @@ pub struct RouteMetrics {
     pub responses: StatusCounters,
     /// Time from sending upstream to Coupa's response head.
     pub upstream_latency: Histogram,
+    /// Requests sent again on a new connection after the keep-alive race.
+    pub upstream_retries: Counter,
+}
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn record(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// All metrics of one gateway process. Route entries are keyed by prefix and survive reloads,
@@ -108,6 +127,7 @@ impl Metrics {
                     prefix: prefix.to_string(),
                     responses: StatusCounters::default(),
                     upstream_latency: Histogram::default(),
+                    upstream_retries: Counter::default(),
                 })
             })
             .clone()
@@ -139,6 +159,16 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "coupa_gateway_requests_total{{route=\"\",class=\"{class}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP coupa_gateway_upstream_retries_total Requests sent again on a new connection because the pooled one had been closed by Coupa's side (keep-alive race).\n");
+        out.push_str("# TYPE coupa_gateway_upstream_retries_total counter\n");
+        for r in &routes {
+            let _ = writeln!(
+                out,
+                "coupa_gateway_upstream_retries_total{{route=\"{}\"}} {}",
+                escape(&r.prefix),
+                r.upstream_retries.get()
             );
         }
         out.push_str("# HELP coupa_gateway_upstream_latency_seconds Time from forwarding a request to Coupa's response head.\n");

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::HeaderValue;
 use http::uri::Uri;
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 
@@ -170,6 +171,12 @@ pub async fn handle(
                 server.retry_body_limit,
             )
             .await
+        } else if body.is_end_stream() {
+            // Nothing to stream: the request can be sent again after the keep-alive race.
+            let resp = ctx
+                .buffered(&parts, upstream_pq, None, bytes::Bytes::new())
+                .await?;
+            Ok(ctx.finish(resp))
         } else {
             let request = ctx.prepare(&parts, upstream_pq, None, Either::Left(body))?;
             let resp = ctx.dispatch(request).await?;
