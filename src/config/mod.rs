@@ -17,7 +17,7 @@ mod vars;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +92,36 @@ pub struct Server {
     /// `workers`, default [`defaults::workers`], the number of CPUs. Proxy threads, each with its
     /// own event loop and its own pool of connections to Coupa (restart to change).
     pub workers: usize,
+    /// `trusted_proxies`: the load balancers and proxies whose word on the client address
+    /// (`X-Forwarded-For`, `Forwarded`, a PROXY protocol header) is believed. Empty by default:
+    /// the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
+    /// `proxy_protocol`, default [`defaults::PROXY_PROTOCOL`]: every connection to the proxy
+    /// listener starts with a PROXY protocol (v1 or v2) header naming the client.
+    pub proxy_protocol: bool,
+}
+
+/// `server.trusted_proxies`: networks whose claims about the client address are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// The networks, as configured (each truncated to its prefix).
+    pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
+        Self(nets)
+    }
+
+    /// True when no proxy is trusted (the default): the TCP peer is the client.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `ip` (an IPv4-mapped IPv6 address counts as its IPv4 one) is in the list.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// `[server.tls]`

@@ -64,6 +64,8 @@ pub(super) struct RawServer {
     pub(super) retry_body_limit: Option<RawSize>,
     pub(super) tls: Option<RawServerTls>,
     pub(super) workers: Option<usize>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) proxy_protocol: Option<bool>,
 }
 
 #[derive(Deserialize)]

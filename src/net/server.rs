@@ -21,6 +21,7 @@ use crate::migration::Tracker;
 use crate::net::bounds::{IdleGoaway, StreamExecutor};
 use crate::net::conn::{ActiveRequest, ConnLimits, ConnState, LenientTargets};
 use crate::net::drain::{Drain, Watcher};
+use crate::net::proxy_protocol;
 use crate::ops::admin;
 use crate::ops::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
@@ -468,11 +469,15 @@ impl Worker {
             // Taken per connection from the current snapshot, so a reload that renews the
             // certificate or turns TLS on or off applies to the next connection (the listening
             // socket itself never changes).
-            let (acceptor, limits) = {
+            let (acceptor, limits, proxy_protocol) = {
                 let runtime = self.shared.runtime.load();
+                let server = &runtime.config.server;
                 (
                     runtime.tls_acceptor.clone(),
-                    builder.limits(&runtime.config.server),
+                    builder.limits(server),
+                    server
+                        .proxy_protocol
+                        .then(|| server.trusted_proxies.clone()),
                 )
             };
             let shared = self.shared.clone();
@@ -480,6 +485,19 @@ impl Worker {
             let watcher = drain.watcher();
             connections.spawn(async move {
                 let _open = open;
+                let mut stream = stream;
+                // Before TLS: the balancer's header precedes the client's first byte.
+                let peer = match proxy_protocol {
+                    None => peer,
+                    Some(trusted) => {
+                        match proxy_protocol::accept(&mut stream, peer, &trusted, limits.header)
+                            .await
+                        {
+                            Some(client) => client,
+                            None => return,
+                        }
+                    }
+                };
                 match acceptor {
                     None => {
                         let conn = ConnInfo::new(peer, worker);

@@ -7,6 +7,7 @@
 
 mod admission;
 mod body;
+pub mod client_addr;
 mod error;
 mod forward;
 pub mod headers;
@@ -46,9 +47,10 @@ use forward::Forward;
 /// Per-connection constants, built once when the connection is accepted.
 #[derive(Debug)]
 pub struct ConnInfo {
-    /// The peer's address (integrations may be recognised by it).
+    /// The peer's address: the TCP peer's, or the one its PROXY protocol header named. The
+    /// client's unless the peer is a trusted proxy ([`client_addr`]).
     pub peer: IpAddr,
-    /// The peer's IP as a header value, for `X-Forwarded-For`.
+    /// The peer's IP as a header value, appended to `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: HeaderValue,
@@ -98,6 +100,12 @@ pub async fn handle(
     // held across yield points). A reload during the request does not affect it.
     let runtime = shared.runtime.load_full();
     let started = Instant::now();
+    // Behind a trusted balancer, the client it forwards for (`allow_ips`, logs, the ledger).
+    let client = client_addr::client(
+        &runtime.config.server.trusted_proxies,
+        conn.peer,
+        req.headers(),
+    );
     // Captured only when an access line will be written (PERF: the common no-log case pays
     // this one check).
     let log = (runtime.config.log.access
@@ -111,7 +119,7 @@ pub async fn handle(
         .or_else(|| found.is_none().then_some(ProxyError::NoRoute));
     if let Some(error) = refused {
         return Ok(
-            unrouted(&shared, &conn, error, &request_id, log, started).map(|b| b.holding(active))
+            unrouted(&shared, client, error, &request_id, log, started).map(|b| b.holding(active))
         );
     }
     let found = found.expect("no refusal means a route matched");
@@ -120,7 +128,7 @@ pub async fn handle(
     // 2. Identify the caller by the one legacy key (or its address).
     let key = keys.single();
     let legacy_key = key.is_some();
-    let caller = identity::identify(&runtime.integrations, key, conn.peer);
+    let caller = identity::identify(&runtime.integrations, key, client);
     let (caller_name, usage) = match &caller {
         Caller::Known(g) | Caller::WrongAddress(g) => (g.name.as_str(), &g.usage[route.index]),
         Caller::UnknownKey(_) | Caller::Anonymous => (ANONYMOUS, &route.anonymous_usage),
@@ -206,7 +214,7 @@ pub async fn handle(
             let record = AccessRecord {
                 request_id: request_id.clone(),
                 integration: caller_name.to_owned(),
-                peer: conn.peer,
+                peer: client,
                 key: unknown_key.map(discovered::fingerprint),
                 route: route.prefix.clone(),
                 instance: route.instance.name.clone(),
@@ -242,7 +250,7 @@ pub async fn handle(
                 digest,
                 route: &route.prefix,
                 status,
-                peer: conn.peer,
+                peer: client,
                 user_agent: unknown_agent.as_ref().map(HeaderValue::as_bytes),
                 at,
             },
@@ -261,7 +269,7 @@ fn discover(shared: &Shared, sighting: &Sighting<'_>) {
 #[cold]
 fn unrouted(
     shared: &Shared,
-    conn: &ConnInfo,
+    client: IpAddr,
     error: ProxyError,
     request_id: &HeaderValue,
     log: Option<(http::Method, Uri)>,
@@ -276,7 +284,7 @@ fn unrouted(
             b.logged(AccessRecord {
                 request_id: request_id.clone(),
                 integration: ANONYMOUS.to_owned(),
-                peer: conn.peer,
+                peer: client,
                 key: None,
                 route: String::new(),
                 instance: String::new(),

@@ -3,7 +3,7 @@
 use super::Validator;
 use crate::config::defaults;
 use crate::config::raw::{RawAdmin, RawServer, RawServerTls};
-use crate::config::{Admin, Server, ServerTls};
+use crate::config::{Admin, Server, ServerTls, TrustedProxies};
 
 impl Validator<'_> {
     pub(super) fn server(&mut self, raw: &RawServer) -> Server {
@@ -88,6 +88,17 @@ impl Validator<'_> {
                 Some(n) => n,
                 None => defaults::workers(),
             },
+            trusted_proxies: {
+                let mut nets = Vec::new();
+                for (i, net) in raw.trusted_proxies.iter().flatten().enumerate() {
+                    let parsed = super::integrations::parse_net(net);
+                    if let Some(net) = self.check(&format!("server.trusted_proxies[{i}]"), parsed) {
+                        nets.push(net);
+                    }
+                }
+                TrustedProxies::new(nets)
+            },
+            proxy_protocol: raw.proxy_protocol.unwrap_or(defaults::PROXY_PROTOCOL),
         }
     }
 
