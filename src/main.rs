@@ -64,6 +64,9 @@ enum Command {
         /// The admin listener's base URL (default: from the config file's admin.listen).
         #[arg(long)]
         admin: Option<String>,
+        /// The admin token (default: the config file's admin.token / admin.token_file).
+        #[arg(long, env = "COUPA_GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Print the integrations and unrecognised keys as JSON, for scripts.
         #[arg(long)]
         json: bool,
@@ -74,6 +77,9 @@ enum Command {
         /// The admin listener's base URL (default: from the config file's admin.listen).
         #[arg(long)]
         admin: Option<String>,
+        /// The admin token (default: the config file's admin.token / admin.token_file).
+        #[arg(long, env = "COUPA_GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Check readiness (every client holds a valid token) instead of liveness.
         #[arg(long)]
         ready: bool,
@@ -127,11 +133,21 @@ fn main() -> ExitCode {
                 commands::token(config, &client, show_token).await
             }
             Command::HashKey => commands::hash_key(),
-            Command::Report { admin, json } => {
-                commands::report(admin.as_deref(), config, json).await
+            Command::Report {
+                admin,
+                admin_token,
+                json,
+            } => {
+                let target = commands::AdminTarget::new(admin, admin_token, config);
+                commands::report(&target, json).await
             }
-            Command::Health { admin, ready } => {
-                commands::health(admin.as_deref(), config, ready).await
+            Command::Health {
+                admin,
+                admin_token,
+                ready,
+            } => {
+                let target = commands::AdminTarget::new(admin, admin_token, config);
+                commands::health(&target, ready).await
             }
             #[cfg(feature = "demo")]
             Command::Mock { mocks } => commands::mock(mocks.prod, mocks.test).await,

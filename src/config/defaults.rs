@@ -248,6 +248,8 @@ pub const KEYS: &[Key] = &[
         "127.0.0.1:9090",
         Value::Address(ADMIN_LISTEN),
     ),
+    nothing("admin.token"),
+    nothing("admin.token_file"),
     value(
         "upstream.connect_timeout",
         "5s",

@@ -168,6 +168,21 @@ pub struct RateLimit {
 pub struct Admin {
     /// `listen`, default [`defaults::ADMIN_LISTEN`].
     pub listen: SocketAddr,
+    /// `token` or `token_file`: when set, every admin endpoint but `/healthz` and `/readyz`
+    /// requires `Authorization: Bearer <token>`.
+    pub token: Option<AdminToken>,
+}
+
+/// `admin.token` / `admin.token_file`.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// The token, for the CLI's own requests (`report`).
+    pub secret: SecretString,
+    /// Its SHA-256: requests are compared by digest, in constant time and without revealing
+    /// the token's length.
+    pub sha256: [u8; 32],
+    /// The resolved `token_file`, if the token came from one (watched for changes).
+    pub file: Option<PathBuf>,
 }
 
 /// `[upstream]`

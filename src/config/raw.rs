@@ -96,6 +96,8 @@ pub(super) struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) listen: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) token_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

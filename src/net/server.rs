@@ -9,6 +9,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::Ordering;
+use tower::ServiceExt as _;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,7 +23,7 @@ use crate::net::bounds::{IdleGoaway, StreamExecutor};
 use crate::net::conn::{ActiveRequest, ConnLimits, ConnState, LenientTargets};
 use crate::net::drain::{Drain, Watcher};
 use crate::net::proxy_protocol;
-use crate::ops::admin;
+use crate::ops::admin_stack;
 use crate::ops::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::reload;
@@ -627,10 +628,11 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let state = Arc::new(ConnState::default());
             let in_flight = state.clone();
+            let stack = admin_stack::service(shared);
             let svc = service_fn(move |req| {
                 // Admin answers are built whole, so the handler's lifetime is the request's.
                 let active = ActiveRequest::enter(in_flight.clone());
-                let answer = admin::handle(shared.clone(), req);
+                let answer = stack.clone().oneshot(req);
                 async move {
                     let answer = answer.await;
                     drop(active);

@@ -3,5 +3,6 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod admin_stack;
 pub mod metrics;
 pub mod status_page;

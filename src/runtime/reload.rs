@@ -178,6 +178,7 @@ fn watched_files(shared: &Shared) -> Vec<PathBuf> {
         .iter()
         .flat_map(|t| [t.cert.clone(), t.key.clone()]);
     secrets
+        .chain(config.admin.token.as_ref().and_then(|t| t.file.clone()))
         .chain(tls)
         .chain(config.upstream.ca_file.clone())
         .collect()
