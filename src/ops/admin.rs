@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use crate::migration;
 use crate::ops::metrics::escape;
 use crate::ops::status_page;
+use crate::ops::telemetry;
 use crate::runtime::Shared;
 
 /// Serves one admin request.
@@ -351,5 +352,9 @@ pub fn metrics(shared: &Shared) -> String {
         "coupa_gateway_uptime_seconds {}",
         shared.started.elapsed().as_secs()
     );
+    telemetry::render_token_durations(&mut out, runtime.tokens.iter());
+    telemetry::render_verdicts(&mut out, &runtime.config, &shared.tracker);
+    telemetry::render_build_info(&mut out);
+    telemetry::render_process(&mut out);
     out
 }

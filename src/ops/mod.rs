@@ -6,3 +6,4 @@ pub mod admin;
 pub mod admin_stack;
 pub mod metrics;
 pub mod status_page;
+pub mod telemetry;

@@ -231,7 +231,7 @@ pub async fn handle(
         }
         None => resp,
     };
-    route.metrics.responses.record(status);
+    route.metrics.responses.record(status, started.elapsed());
     let at = SystemTime::now();
     usage
         .lock()
@@ -276,7 +276,7 @@ fn unrouted(
     started: Instant,
 ) -> Response<Body> {
     let status = error.status().as_u16();
-    shared.metrics.unrouted.record(status);
+    shared.metrics.unrouted.record(status, started.elapsed());
     let code = error.code();
     let resp = error.into_response(request_id, ANONYMOUS);
     match log {
