@@ -47,12 +47,43 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Str
     let config = load_and_log(path, log_format)?;
     let mut gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
     gateway.watch_config(path.to_path_buf());
-    wait_for_signal().await;
+    tokio::select! {
+        ready = gateway.wait_ready(READY_WAIT) => {
+            notify_ready(ready);
+            wait_for_signal().await;
+        }
+        () = wait_for_signal() => {}
+    }
     tracing::info!("signal received: shutting down gracefully");
+    #[cfg(unix)]
+    crate::ops::sd_notify::notify("STOPPING=1");
     if gateway.shutdown_gracefully().await {
         tracing::info!("all requests finished; bye");
     }
     Ok(())
+}
+
+/// How long `serve` waits for every client's first token before telling systemd it is ready
+/// anyway: below systemd's default start timeout (90 s), so a Coupa outage at start does not
+/// make systemd give up on a gateway whose passthrough routes work and whose `/readyz` says
+/// what is missing.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// Tells systemd (`Type=notify`) that the gateway is up.
+fn notify_ready(every_client_has_a_token: bool) {
+    let state = if every_client_has_a_token {
+        "READY=1\nSTATUS=serving; every client holds a token"
+    } else {
+        tracing::warn!(
+            wait_s = READY_WAIT.as_secs(),
+            "not every client has a token yet; telling systemd the gateway is up anyway (see /readyz)"
+        );
+        "READY=1\nSTATUS=serving; some clients have no token yet, see /readyz"
+    };
+    #[cfg(unix)]
+    crate::ops::sd_notify::notify(state);
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 async fn wait_for_signal() {

@@ -10,7 +10,7 @@ use coupa_gateway::config::LogFormat;
 #[derive(Parser)]
 #[command(
     name = "coupa-gateway",
-    version,
+    version = coupa_gateway::ops::telemetry::VERSION_LINE,
     about = "Authenticating reverse proxy: legacy Coupa API-key integrations in, OAuth 2.0 bearer tokens out"
 )]
 struct Cli {

@@ -355,6 +355,6 @@ pub fn metrics(shared: &Shared) -> String {
     telemetry::render_token_durations(&mut out, runtime.tokens.iter());
     telemetry::render_verdicts(&mut out, &runtime.config, &shared.tracker);
     telemetry::render_build_info(&mut out);
-    telemetry::render_process(&mut out);
+    telemetry::render_process(&mut out, SystemTime::now() - shared.started.elapsed());
     out
 }

@@ -5,5 +5,7 @@ pub mod access_log;
 pub mod admin;
 pub mod admin_stack;
 pub mod metrics;
+#[cfg(unix)]
+pub mod sd_notify;
 pub mod status_page;
 pub mod telemetry;

@@ -17,10 +17,14 @@ use crate::token::TokenCell;
 /// The crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit the binary was built from (`build.rs`), or "unknown".
-pub const COMMIT: &str = match option_env!("COUPA_GATEWAY_COMMIT") {
-    Some(commit) => commit,
-    None => "unknown",
-};
+pub const COMMIT: &str = env!("COUPA_GATEWAY_COMMIT");
+/// What `coupa-gateway --version` prints after the name.
+pub const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("COUPA_GATEWAY_COMMIT"),
+    ")"
+);
 
 /// Linux reports process times in USER_HZ, 100 on every architecture it runs containers on
 /// (reading `sysconf(_SC_CLK_TCK)` would need libc and unsafe code for a constant).
@@ -96,11 +100,18 @@ struct Process {
     max_fds: Option<u64>,
 }
 
-/// The `process_*` metrics, where `/proc` exists (Linux); nothing elsewhere.
-pub fn render_process(out: &mut String) {
-    let Some(p) = read_process() else {
+/// The `process_*` metrics, where `/proc` exists (Linux); nothing elsewhere. `started`
+/// stands in for the start time when `/proc/stat` (the boot time) is hidden, as systemd's
+/// `ProcSubset=pid` does.
+pub fn render_process(out: &mut String, started: SystemTime) {
+    let Some(mut p) = read_process() else {
         return;
     };
+    if p.start_time_seconds == 0.0 {
+        p.start_time_seconds = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+    }
     let mut metric = |name: &str, kind: &str, help: &str, value: String| {
         let _ = writeln!(
             out,
@@ -150,7 +161,7 @@ pub fn render_process(out: &mut String) {
 fn read_process() -> Option<Process> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let boot = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let mut p = parse(&stat, &status, &boot)?;
     p.open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
     p.max_fds = std::fs::read_to_string("/proc/self/limits")
@@ -160,7 +171,7 @@ fn read_process() -> Option<Process> {
 }
 
 /// `/proc/self/stat` (CPU times and start time), `/proc/self/status` (memory) and `/proc/stat`
-/// (boot time), as proc(5) describes them.
+/// (boot time), as proc(5) describes them. Without the boot time the start time is 0.
 fn parse(stat: &str, status: &str, boot: &str) -> Option<Process> {
     // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
     let fields: Vec<&str> = stat
@@ -182,15 +193,13 @@ fn parse(stat: &str, status: &str, boot: &str) -> Option<Process> {
     };
     let btime = boot
         .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|b| b.trim().parse::<u64>().ok());
     Some(Process {
         cpu_seconds: (utime + stime) as f64 / USER_HZ,
         resident_bytes: kb("VmRSS:")? * 1024,
         virtual_bytes: kb("VmSize:")? * 1024,
-        start_time_seconds: btime as f64 + start_ticks as f64 / USER_HZ,
+        start_time_seconds: btime.map_or(0.0, |b| b as f64 + start_ticks as f64 / USER_HZ),
         open_fds: 0,
         max_fds: None,
     })
@@ -230,6 +239,8 @@ mod tests {
         assert_eq!(p.start_time_seconds, 1_700_000_000.0 + 1234.56);
         let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n";
         assert_eq!(max_open_files(limits), Some(1024));
+        // /proc/stat hidden (systemd's ProcSubset=pid): no start time from it.
+        assert_eq!(parse(stat, status, "").unwrap().start_time_seconds, 0.0);
     }
 
     #[test]
@@ -243,7 +254,7 @@ mod tests {
         assert!(p.start_time_seconds <= now_seconds() + 1.0);
         assert!(p.start_time_seconds > now_seconds() - 30.0 * 24.0 * 3600.0);
         let mut out = String::new();
-        render_process(&mut out);
+        render_process(&mut out, std::time::SystemTime::now());
         assert!(out.contains("\nprocess_open_fds "), "{out}");
         assert!(
             out.contains("# TYPE process_cpu_seconds_total counter\n"),

@@ -40,7 +40,7 @@ use crate::migration::identity::{self, Caller};
 use crate::migration::{Observation, ANONYMOUS};
 use crate::net::bounds::RequestBody;
 use crate::net::conn::{ActiveRequest, ConnState};
-use crate::ops::access_log::{redact_query, AccessRecord};
+use crate::ops::access_log::{self, redact_query, AccessRecord};
 use crate::runtime::Shared;
 use forward::Forward;
 
@@ -110,7 +110,10 @@ pub async fn handle(
     // this one check).
     let log = (runtime.config.log.access
         && tracing::enabled!(target: "access", tracing::Level::INFO))
-    .then(|| (req.method().clone(), req.uri().clone()));
+    .then(|| {
+        let trace_id = access_log::trace_id(req.headers());
+        (req.method().clone(), req.uri().clone(), trace_id)
+    });
 
     // 1. Refuse what must never reach Coupa, then route by prefix.
     let keys = headers::legacy_key(req.headers());
@@ -209,10 +212,11 @@ pub async fn handle(
         _ => None,
     };
     let resp = match log {
-        Some((method, uri)) => {
+        Some((method, uri, trace_id)) => {
             let upstream = ctx.upstream_micros.load(Ordering::Relaxed);
             let record = AccessRecord {
                 request_id: request_id.clone(),
+                trace_id,
                 integration: caller_name.to_owned(),
                 peer: client,
                 key: unknown_key.map(discovered::fingerprint),
@@ -272,7 +276,7 @@ fn unrouted(
     client: IpAddr,
     error: ProxyError,
     request_id: &HeaderValue,
-    log: Option<(http::Method, Uri)>,
+    log: Option<(http::Method, Uri, Option<[u8; 32]>)>,
     started: Instant,
 ) -> Response<Body> {
     let status = error.status().as_u16();
@@ -280,9 +284,10 @@ fn unrouted(
     let code = error.code();
     let resp = error.into_response(request_id, ANONYMOUS);
     match log {
-        Some((method, uri)) => resp.map(|b| {
+        Some((method, uri, trace_id)) => resp.map(|b| {
             b.logged(AccessRecord {
                 request_id: request_id.clone(),
+                trace_id,
                 integration: ANONYMOUS.to_owned(),
                 peer: client,
                 key: None,
