@@ -58,6 +58,8 @@ enum Command {
     },
     /// Read an API key on standard input and print the `key_sha256` line for `[[integrations]]`.
     HashKey,
+    /// Print a JSON Schema of proxy.toml (for editors: proxy.toml's `#:schema` line).
+    Schema,
     /// The migration report: integrations, their routes' modes and verdicts, scopes per client,
     /// and the API keys no integration knows.
     Report {
@@ -133,6 +135,10 @@ fn main() -> ExitCode {
                 commands::token(config, &client, show_token).await
             }
             Command::HashKey => commands::hash_key(),
+            Command::Schema => {
+                print!("{}", coupa_gateway::config::json_schema());
+                Ok(())
+            }
             Command::Report {
                 admin,
                 admin_token,

@@ -401,6 +401,16 @@ fn render_problems(file: Option<&Path>, problems: &[String]) -> String {
     lines.join("\n")
 }
 
+/// A JSON Schema (draft 2020-12) of `proxy.toml`, derived from the types the file is read
+/// into, so it accepts exactly the keys the parser does (`coupa-gateway schema`; editors such
+/// as taplo read it through the file's `#:schema` line).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawConfig);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is JSON");
+    text.push('\n');
+    text
+}
+
 impl Config {
     /// Reads and validates `path`. `${VAR}` references are resolved from the process
     /// environment and a relative `client_secret_file` from the directory holding `path`.
