@@ -121,6 +121,9 @@ impl Gateway {
             tokio::spawn(serve_admin(admin_listener, shared.clone())),
         ];
         tracing::info!(%addr, %admin_addr, workers = worker_count, "coupa-gateway listening");
+        if !admin_addr.ip().is_loopback() && shared.runtime.load().config.admin.token.is_none() {
+            tracing::warn!(%admin_addr, "the admin listener is reachable from the network and admin.token is not set: /status and /metrics are open to anyone who can connect");
+        }
         Ok(Gateway {
             shared,
             addr,

@@ -6,7 +6,6 @@
 //! Read when `/metrics` is scraped, never on the request path.
 
 use std::fmt::Write as _;
-
 use std::time::SystemTime;
 
 use crate::config::Config;
