@@ -345,11 +345,7 @@ struct KeepAliveHead {
 /// header. PERF: most responses have no such header; a scan for it comes first, and only a
 /// head that has one is parsed.
 fn keep_alive_head(bytes: &[u8]) -> Option<KeepAliveHead> {
-    const NAME: &[u8] = b"keep-alive:";
-    let mentioned = bytes
-        .windows(NAME.len() + 1)
-        .any(|w| w[0] == b'\n' && w[1..].eq_ignore_ascii_case(NAME));
-    if !mentioned {
+    if !mentions_keep_alive(bytes) {
         return None;
     }
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -391,6 +387,24 @@ fn keep_alive_head(bytes: &[u8]) -> Option<KeepAliveHead> {
         timeout: timeout?,
         body,
     })
+}
+
+/// Whether a header line of the head at the start of `bytes` is `Keep-Alive:`. Looks at the
+/// first bytes of each line only and stops at the blank line, so the body that follows the
+/// head in the same read is not scanned.
+fn mentions_keep_alive(bytes: &[u8]) -> bool {
+    const NAME: &[u8] = b"keep-alive:";
+    let mut rest = bytes;
+    while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+        rest = &rest[newline + 1..];
+        if rest.starts_with(b"\r\n") || rest.starts_with(b"\n") {
+            return false;
+        }
+        if rest.len() >= NAME.len() && rest[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            return true;
+        }
+    }
+    false
 }
 
 /// How long the gateway keeps a connection idle when the far end said `timeout`: a margin
@@ -435,11 +449,14 @@ mod tests {
             keep_alive_head(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\n"),
             None
         );
-        // `Connection: keep-alive` is not the header.
+        // `Connection: keep-alive` is not the header, nor is a body line after the head.
         assert_eq!(
             keep_alive_head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"),
             None
         );
+        assert!(!mentions_keep_alive(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n\nKeep-Alive: 1"
+        ));
     }
 
     #[test]
