@@ -16,9 +16,10 @@
 //! `N` idle seconds (an EOF hyper sees while idle), so the pool never hands out a connection
 //! the far end is about to close.
 //!
-//! PERF: wrapping costs a few field updates per read and write; the head of a response is
-//! only parsed when a cheap scan finds a `Keep-Alive:` header in it. Nothing here allocates
-//! except the one timer of a connection whose peer sends `Keep-Alive: timeout`.
+//! PERF: wrapping costs a few field updates per read and write. Only a connection's first
+//! response head is scanned for `Keep-Alive:` (the far end sends it on all of a connection's
+//! responses or on none), and a head is only parsed when the scan finds it. Nothing here
+//! allocates except the one timer of a connection whose peer sends `Keep-Alive: timeout`.
 
 use std::future::Future;
 use std::io;
@@ -208,9 +209,16 @@ impl<S> Exchange<S> {
     fn read(&mut self, bytes: &[u8]) {
         if self.awaiting {
             // The first bytes of a response: its head, usually whole in this one read.
+            let first = !self.carried_response;
             self.awaiting = false;
             self.carried_response = true;
             self.body = BodyLeft::Unknown;
+            // PERF: a server that sends `Keep-Alive` sends it on every response of a
+            // connection, one that does not never does: the head is only looked at on a
+            // connection's first response and, if that had it, on the ones after.
+            if !first && self.close_at.is_none() {
+                return;
+            }
             if let Some(head) = keep_alive_head(bytes) {
                 let window = keep_alive_window(head.timeout);
                 match &mut self.close_at {
@@ -483,6 +491,10 @@ mod tests {
         assert!(crate::errors::is_caused_by::<StaleConnection>(&e));
         // A response without the header drops the promise.
         x.read(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        assert!(x.close_at.is_none());
+        // And then the connection's heads are no longer looked at.
+        x.start_if_new();
+        x.read(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nKeep-Alive: timeout=5\r\n\r\n");
         assert!(x.close_at.is_none());
     }
 

@@ -163,7 +163,7 @@ impl Forward<'_> {
             bearer,
             Either::Right(Full::new(body.clone())),
         )?;
-        match self.dispatch(request).await {
+        match self.send(request, false).await {
             Err(ProxyError::Upstream(e)) if upstream_race(&e) => {
                 self.route.metrics.upstream_retries.record();
                 let again = self.prepare(
@@ -179,14 +179,16 @@ impl Forward<'_> {
     }
 
     /// Sends to Coupa on a pooled connection and waits for the response head, within the
-    /// route's timeout.
-    pub(super) async fn dispatch(
+    /// route's timeout. (PERF: not an `async fn` around `send`, whose state machine would nest
+    /// the whole exchange's in one more layer.)
+    pub(super) fn dispatch(
         &self,
         request: Request<upstream::UpstreamBody>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        self.send(request, false).await
+    ) -> impl std::future::Future<Output = Result<Response<Incoming>, ProxyError>> + '_ {
+        self.send(request, false)
     }
 
+    /// Sends on a pooled connection, or on a new unpooled one (`fresh`).
     async fn send(
         &self,
         request: Request<upstream::UpstreamBody>,
