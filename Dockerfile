@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # coupa-gateway container image: a static-ish release binary on distroless (glibc, no shell).
 #
-#   docker build -t coupa-gateway:0.1.0 .
+#   docker build --build-arg COUPA_GATEWAY_COMMIT="$(git rev-parse --short=12 HEAD)" -t coupa-gateway:0.1.0 .
 #   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:9090:9090 \
 #     -v "$PWD/deploy/compose:/etc/coupa-gateway:ro" -v coupa-ledger:/var/lib/coupa-gateway \
 #     coupa-gateway:0.1.0
@@ -14,12 +14,19 @@
 ARG RUST_IMAGE=rust:1-bookworm
 
 FROM ${RUST_IMAGE} AS build
+# The context has no .git: the commit for `--version` and coupa_gateway_build_info comes in
+# as a build argument (build.rs reads it).
+ARG COUPA_GATEWAY_COMMIT=unknown
+ENV COUPA_GATEWAY_COMMIT=${COUPA_GATEWAY_COMMIT}
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 # The mock Coupa is a workspace member: the build needs its sources (the image's `mock` and
 # `demo` commands run it; docker-compose.yml starts it as the stand-in Coupa).
 COPY mock ./mock
+# Cargo.toml declares the [[bench]] targets: cargo refuses a manifest whose target files are
+# missing, even to build only the binary.
+COPY benches ./benches
 # The cache mounts keep the registry and incremental artefacts between builds; the binary is
 # copied out of the cached target directory within the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

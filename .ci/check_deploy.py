@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Offline checks of the deployment files: docker-compose.yml against the Compose
 specification schema, deploy/kubernetes/*.yaml against the Kubernetes 1.30 schemas (strict:
-unknown fields are errors), and the kustomization's file references. Schemas are vendored in
+unknown fields are errors), the kustomization's file references, and the shipped proxy.toml
+files against proxy.schema.json. Schemas are vendored in
 .ci/schemas (see update.py there); needs only PyYAML and jsonschema.
 
 Exit status 1 with every problem listed, 0 otherwise.
@@ -62,10 +63,20 @@ def kubernetes():
             problems.append(f"deploy/kubernetes/kustomization.yaml: {f} does not exist")
 
 
+def config_schema():
+    """The shipped proxy.toml files against proxy.schema.json (`coupa-gateway schema`)."""
+    import tomllib
+    schema = json.loads((ROOT / "proxy.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for rel in ["proxy.toml", "deploy/compose/proxy.toml", "deploy/kubernetes/proxy.toml"]:
+        errors(validator, tomllib.loads((ROOT / rel).read_text()), rel)
+
+
 compose()
 kubernetes()
+config_schema()
 for p in problems:
     print(p, file=sys.stderr)
 if problems:
     sys.exit(1)
-print("deployment files: docker-compose.yml and deploy/kubernetes valid")
+print("deployment files: docker-compose.yml, deploy/kubernetes and the proxy.toml files valid")

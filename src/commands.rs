@@ -7,7 +7,7 @@ use std::time::Duration;
 
 #[cfg(feature = "demo")]
 use coupa_mock::{demo_instance, MockCoupa, DEMO_API_KEY};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, LogFormat};
 use crate::net::egress::ProxyRules;
@@ -47,12 +47,43 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Str
     let config = load_and_log(path, log_format)?;
     let mut gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
     gateway.watch_config(path.to_path_buf());
-    wait_for_signal().await;
+    tokio::select! {
+        ready = gateway.wait_ready(READY_WAIT) => {
+            notify_ready(ready);
+            wait_for_signal().await;
+        }
+        () = wait_for_signal() => {}
+    }
     tracing::info!("signal received: shutting down gracefully");
+    #[cfg(unix)]
+    crate::ops::sd_notify::notify("STOPPING=1");
     if gateway.shutdown_gracefully().await {
         tracing::info!("all requests finished; bye");
     }
     Ok(())
+}
+
+/// How long `serve` waits for every client's first token before telling systemd it is ready
+/// anyway: below systemd's default start timeout (90 s), so a Coupa outage at start does not
+/// make systemd give up on a gateway whose passthrough routes work and whose `/readyz` says
+/// what is missing.
+const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// Tells systemd (`Type=notify`) that the gateway is up.
+fn notify_ready(every_client_has_a_token: bool) {
+    let state = if every_client_has_a_token {
+        "READY=1\nSTATUS=serving; every client holds a token"
+    } else {
+        tracing::warn!(
+            wait_s = READY_WAIT.as_secs(),
+            "not every client has a token yet; telling systemd the gateway is up anyway (see /readyz)"
+        );
+        "READY=1\nSTATUS=serving; some clients have no token yet, see /readyz"
+    };
+    #[cfg(unix)]
+    crate::ops::sd_notify::notify(state);
+    #[cfg(not(unix))]
+    let _ = state;
 }
 
 async fn wait_for_signal() {
@@ -176,16 +207,58 @@ pub fn hash_key() -> Result<(), String> {
     Ok(())
 }
 
+/// Where `report` and `health` find the admin listener, and the token they send.
+pub struct AdminTarget {
+    base: String,
+    token: Option<SecretString>,
+}
+
+impl AdminTarget {
+    /// `--admin`, else the config file's `admin.listen`; `--admin-token` (or
+    /// `COUPA_GATEWAY_ADMIN_TOKEN`), else the config file's `admin.token` / `token_file`.
+    /// A config file that cannot be read leaves the defaults: no token, `127.0.0.1:9090`.
+    pub fn new(admin: Option<String>, token: Option<String>, path: &Path) -> Self {
+        let config = Config::from_file(path).ok();
+        let token = token.map(SecretString::from).or_else(|| {
+            config
+                .as_ref()?
+                .admin
+                .token
+                .as_ref()
+                .map(|t| t.secret.clone())
+        });
+        Self {
+            base: admin_base(admin.as_deref(), config.as_ref()),
+            token,
+        }
+    }
+
+    fn get(&self, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+        self.authorised(client.get(url))
+    }
+
+    fn post(&self, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+        self.authorised(client.post(url))
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose_secret()),
+            None => request,
+        }
+    }
+}
+
 /// The admin listener's base URL: `--admin`, else `http://` + the config file's `admin.listen`
 /// (an unspecified address such as `0.0.0.0` is reached on loopback), else the default
 /// `127.0.0.1:9090`.
-fn admin_base(admin: Option<&str>, path: &Path) -> String {
+fn admin_base(admin: Option<&str>, config: Option<&Config>) -> String {
     if let Some(a) = admin {
         return a.trim_end_matches('/').to_owned();
     }
-    let mut addr = Config::from_file(path)
+    let mut addr = config
         .map(|c| c.admin.listen)
-        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9090)));
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090)));
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
             SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -203,11 +276,11 @@ fn admin_client() -> Result<reqwest::Client, String> {
 
 /// `coupa-gateway health`: exit 0 when the admin listener answers 2xx on `/healthz` (or
 /// `/readyz` with `ready`) within 5 s. For container health checks on images without curl.
-pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(), String> {
-    let base = admin_base(admin, path);
+pub async fn health(target: &AdminTarget, ready: bool) -> Result<(), String> {
+    let base = &target.base;
     let url = format!("{base}/{}", if ready { "readyz" } else { "healthz" });
-    let resp = admin_client()?
-        .get(&url)
+    let resp = target
+        .get(&admin_client()?, &url)
         .timeout(Duration::from_secs(5))
         .send()
         .await
@@ -226,18 +299,17 @@ pub async fn health(admin: Option<&str>, path: &Path, ready: bool) -> Result<(),
 /// `coupa-gateway report`: fetch `/status` from a running gateway and print it readably, or
 /// with `json` its integrations and unrecognised keys as one JSON document.
 pub async fn report(
-    admin: Option<&str>,
-    path: &Path,
+    target: &AdminTarget,
     json: bool,
     forget: Option<&str>,
 ) -> Result<(), String> {
-    let base = admin_base(admin, path);
     if let Some(name) = forget {
-        forget_integration(&base, name).await?;
+        forget_integration(target, name).await?;
     }
+    let base = &target.base;
     let url = format!("{base}/status");
-    let resp = admin_client()?
-        .get(&url)
+    let resp = target
+        .get(&admin_client()?, &url)
         .timeout(Duration::from_secs(10))
         .send()
         .await
@@ -247,6 +319,11 @@ pub async fn report(
                 crate::errors::error_chain(&e)
             )
         })?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(format!(
+            "{url} answered 401: the admin listener needs its token; pass --admin-token, set COUPA_GATEWAY_ADMIN_TOKEN, or run with the gateway's config file (admin.token)"
+        ));
+    }
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
@@ -273,16 +350,16 @@ pub async fn report(
 }
 
 /// `report --forget NAME`: asks the gateway to drop an integration's history.
-async fn forget_integration(base: &str, name: &str) -> Result<(), String> {
+async fn forget_integration(target: &AdminTarget, name: &str) -> Result<(), String> {
     let bare = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if name.is_empty() || !name.chars().all(bare) {
         return Err(format!(
             "--forget {name:?}: not an integration name (letters, digits, '-' and '_')"
         ));
     }
-    let url = format!("{base}/ledger/forget?integration={name}");
-    let resp = admin_client()?
-        .post(&url)
+    let url = format!("{}/ledger/forget?integration={name}", target.base);
+    let resp = target
+        .post(&admin_client()?, &url)
         .timeout(Duration::from_secs(10))
         .send()
         .await
@@ -389,16 +466,35 @@ mod tests {
                  scopes = [\"core.common.read\"]\n[[routes]]\nprefix = \"/prod\"\ninstance = \"prod\"\n"
             )
         };
-        assert_eq!(admin_base(Some("http://h:1/"), &file), "http://h:1");
+        let base =
+            |admin: Option<&str>| AdminTarget::new(admin.map(str::to_owned), None, &file).base;
+        assert_eq!(base(Some("http://h:1/")), "http://h:1");
         // No file: the default.
-        assert_eq!(admin_base(None, &file), "http://127.0.0.1:9090");
+        assert_eq!(base(None), "http://127.0.0.1:9090");
         std::fs::write(&file, toml("127.0.0.1:9191")).unwrap();
-        assert_eq!(admin_base(None, &file), "http://127.0.0.1:9191");
+        assert_eq!(base(None), "http://127.0.0.1:9191");
         // A container's 0.0.0.0 listener is reached on loopback.
         std::fs::write(&file, toml("0.0.0.0:9292")).unwrap();
-        assert_eq!(admin_base(None, &file), "http://127.0.0.1:9292");
+        assert_eq!(base(None), "http://127.0.0.1:9292");
         std::fs::write(&file, toml("[::]:9393")).unwrap();
-        assert_eq!(admin_base(None, &file), "http://[::1]:9393");
+        assert_eq!(base(None), "http://[::1]:9393");
+        // The token: the flag, else the file's.
+        let with_token = toml("127.0.0.1:9191").replacen(
+            "[admin]\n",
+            "[admin]\ntoken = \"0123456789abcdef\"\n",
+            1,
+        );
+        std::fs::write(&file, with_token).unwrap();
+        let token = |flag: Option<&str>| {
+            AdminTarget::new(None, flag.map(str::to_owned), &file)
+                .token
+                .map(|t| t.expose_secret().to_owned())
+        };
+        assert_eq!(token(None).as_deref(), Some("0123456789abcdef"));
+        assert_eq!(
+            token(Some("from-the-flag")).as_deref(),
+            Some("from-the-flag")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,7 +6,7 @@
 //! `mock/` workspace crate, which cannot import the gateway).
 //!
 //! Folders by domain, each importing only from those listed before it:
-//! [`errors`] and [`config`]; [`state`] (state shared by requests), [`token`] (OAuth tokens),
+//! [`errors`], [`config`] and the counter and histogram types of [`ops::metrics`]; [`state`] (state shared by requests), [`token`] (OAuth tokens),
 //! [`migration`] (who calls, what they need, the verdicts); the low half of [`net`] (the
 //! connection wrapper and request bounds, TLS, egress and the upstream pool) and of [`ops`]
 //! (metrics, access log); [`runtime`] (the snapshot a request reads, reloads); [`proxy`] (the

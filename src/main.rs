@@ -10,7 +10,7 @@ use coupa_gateway::config::LogFormat;
 #[derive(Parser)]
 #[command(
     name = "coupa-gateway",
-    version,
+    version = coupa_gateway::ops::telemetry::VERSION_LINE,
     about = "Authenticating reverse proxy: legacy Coupa API-key integrations in, OAuth 2.0 bearer tokens out"
 )]
 struct Cli {
@@ -58,12 +58,17 @@ enum Command {
     },
     /// Read an API key on standard input and print the `key_sha256` line for `[[integrations]]`.
     HashKey,
+    /// Print a JSON Schema of proxy.toml (for editors: proxy.toml's `#:schema` line).
+    Schema,
     /// The migration report: integrations, their routes' modes and verdicts, scopes per client,
     /// and the API keys no integration knows.
     Report {
         /// The admin listener's base URL (default: from the config file's admin.listen).
         #[arg(long)]
         admin: Option<String>,
+        /// The admin token (default: the config file's admin.token / admin.token_file).
+        #[arg(long, env = "COUPA_GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Print the integrations and unrecognised keys as JSON, for scripts.
         #[arg(long)]
         json: bool,
@@ -78,6 +83,9 @@ enum Command {
         /// The admin listener's base URL (default: from the config file's admin.listen).
         #[arg(long)]
         admin: Option<String>,
+        /// The admin token (default: the config file's admin.token / admin.token_file).
+        #[arg(long, env = "COUPA_GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
         /// Check readiness (every client holds a valid token) instead of liveness.
         #[arg(long)]
         ready: bool,
@@ -131,13 +139,26 @@ fn main() -> ExitCode {
                 commands::token(config, &client, show_token).await
             }
             Command::HashKey => commands::hash_key(),
+            Command::Schema => {
+                print!("{}", coupa_gateway::config::json_schema());
+                Ok(())
+            }
             Command::Report {
                 admin,
+                admin_token,
                 json,
                 forget,
-            } => commands::report(admin.as_deref(), config, json, forget.as_deref()).await,
-            Command::Health { admin, ready } => {
-                commands::health(admin.as_deref(), config, ready).await
+            } => {
+                let target = commands::AdminTarget::new(admin, admin_token, config);
+                commands::report(&target, json, forget.as_deref()).await
+            }
+            Command::Health {
+                admin,
+                admin_token,
+                ready,
+            } => {
+                let target = commands::AdminTarget::new(admin, admin_token, config);
+                commands::health(&target, ready).await
             }
             #[cfg(feature = "demo")]
             Command::Mock { mocks } => commands::mock(mocks.prod, mocks.test).await,

@@ -86,3 +86,43 @@ async fn text_access_lines_cannot_be_forged() {
         }
     }
 }
+
+// current_thread, like the test above.
+#[tokio::test(flavor = "current_thread")]
+async fn behind_a_trusted_proxy_the_line_names_the_client_and_the_trace() {
+    let (logs, _guard) = Captured::install(tracing::Level::INFO);
+    let prod = mock("prod").await;
+    let gw =
+        ready_gateway(&GatewayToml::prod(&prod.url()).server(r#"trusted_proxies = ["127.0.0.1"]"#))
+            .await;
+    let xff = [
+        ("x-forwarded-for", "203.0.113.1, 198.51.100.7"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ];
+    let reply = Http::new()
+        .get(&proxy_url(&gw, "/prod/api/suppliers"), &xff)
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        eventually(Duration::from_secs(5), || access_lines(&logs)
+            .iter()
+            .any(|l| l.contains("198.51.100.7")))
+        .await,
+        "{}",
+        logs.text()
+    );
+    let lines = access_lines(&logs);
+    assert!(
+        !lines.iter().any(|l| l.contains("203.0.113.1")),
+        "the forged entry is not the client: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736")),
+        "{lines:?}"
+    );
+}

@@ -171,7 +171,22 @@ async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
     let prod = mock("prod").await;
     let dir = TempDir::new("serve");
     let cfg = dir.file("proxy.toml", &serve_toml(&prod).build_for_file());
-    let mut child = serve(&[], &cfg).env("NO_COLOR", "1").spawn().unwrap();
+    // systemd's side of Type=notify.
+    let notify_path = dir.path().join("notify.sock");
+    let systemd = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let notified = || async {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(20), systemd.recv(&mut buf))
+            .await
+            .expect("a notification within 20 s")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut child = serve(&[], &cfg)
+        .env("NO_COLOR", "1")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .spawn()
+        .unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let sink = log.clone();
@@ -195,6 +210,10 @@ async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
         }
     };
     wait_for("token minted").await;
+    assert_eq!(
+        notified().await,
+        "READY=1\nSTATUS=serving; every client holds a token"
+    );
     let pid = child.id().unwrap().to_string();
     let kill = |sig: &'static str| {
         let pid = pid.clone();
@@ -209,13 +228,37 @@ async fn serve_exits_0_on_sigterm_and_reloads_on_sighup() {
     };
     kill("-HUP").await;
     wait_for("configuration reloaded").await;
+    assert!(notified()
+        .await
+        .starts_with("READY=1\nSTATUS=configuration reloaded"));
     kill("-TERM").await;
     wait_for("shutting down gracefully").await;
+    assert_eq!(notified().await, "STOPPING=1");
     let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
         .await
         .expect("exits")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn version_names_the_commit() {
+    let (code, out, _) = run(bin().arg("--version")).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!(
+            "coupa-gateway {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            coupa_gateway::ops::telemetry::COMMIT
+        )
+    );
+    let commit = coupa_gateway::ops::telemetry::COMMIT;
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
+    );
 }
 
 #[tokio::test]

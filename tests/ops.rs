@@ -312,6 +312,15 @@ fn parse_shipped(path: &Path, scratch: &Path) -> Config {
             std::fs::write(&p, "placeholder-secret\n").unwrap();
         }
     }
+    let admin_file = raw
+        .get("admin")
+        .and_then(|a| a.get("token_file"))
+        .and_then(|f| f.as_str());
+    if let Some(file) = admin_file {
+        let p = scratch.join(file);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "placeholder-admin-token\n").unwrap();
+    }
     let env = |name: &str| match name {
         "COUPA_PROD_SECRET" | "COUPA_TEST_SECRET" => Some(format!("placeholder-{name}")),
         "COUPA_GATEWAY_REDIS_URL" => Some("redis://:placeholder@redis:6379/0".into()),
@@ -416,6 +425,36 @@ fn kubernetes_manifests_agree_with_their_config() {
     assert_eq!(
         u64::from(config.state.replicas),
         yaml_number(&deployment, "replicas")
+    );
+    // The admin token comes from the Secret too, and Prometheus sends the same key.
+    let admin_token = config
+        .admin
+        .token
+        .as_ref()
+        .expect("the admin listener has a token");
+    let rel = admin_token.file.as_ref().expect("from a file");
+    let rel = rel
+        .strip_prefix(scratch.path())
+        .unwrap()
+        .display()
+        .to_string();
+    assert!(deployment.contains(&format!(
+        "key: admin-token\n                      path: {rel}"
+    )));
+    assert!(secret.contains("  admin-token: "));
+    let monitor = read("deploy/monitoring/servicemonitor.yaml");
+    assert!(
+        monitor.contains("name: coupa-gateway-secrets") && monitor.contains("key: admin-token")
+    );
+    // The admin port admits the monitoring namespace only.
+    let policy = read("deploy/kubernetes/networkpolicy.yaml");
+    let admin_rule = policy
+        .split("- ports:")
+        .find(|r| r.contains("port: admin"))
+        .unwrap();
+    assert!(
+        admin_rule.contains("kubernetes.io/metadata.name: monitoring"),
+        "{admin_rule}"
     );
     let replicas = yaml_number(&deployment, "replicas");
     assert!(replicas >= 2);

@@ -27,6 +27,7 @@ KINDS = {
     "PodDisruptionBudget.policy.v1": "poddisruptionbudget-policy-v1.json",
     "Secret.v1": "secret-v1.json",
     "ConfigMap.v1": "configmap-v1.json",
+    "NetworkPolicy.networking.k8s.io.v1": "networkpolicy-networking-v1.json",
 }
 REF = re.compile(r"#/\$defs/([^\"]+)")
 

@@ -32,6 +32,10 @@ pub const RETRY_BODY_LIMIT: u64 = 1024 * 1024;
 /// `server.shutdown_grace`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// `server.proxy_protocol`: off; a balancer must be set up to send the header, and a
+/// listener expecting one refuses every connection without it.
+pub const PROXY_PROTOCOL: bool = false;
+
 /// `server.workers`: one per CPU the process may use.
 pub fn workers() -> usize {
     // Unknown (some sandboxes) is rare; one worker still serves everything.
@@ -242,6 +246,12 @@ pub const KEYS: &[Key] = &[
         Value::Duration(SHUTDOWN_GRACE),
     ),
     described("server.workers"),
+    nothing("server.trusted_proxies"),
+    value(
+        "server.proxy_protocol",
+        "false",
+        Value::Flag(PROXY_PROTOCOL),
+    ),
     nothing("server.tls.cert"),
     nothing("server.tls.key"),
     value(
@@ -249,6 +259,8 @@ pub const KEYS: &[Key] = &[
         "127.0.0.1:9090",
         Value::Address(ADMIN_LISTEN),
     ),
+    nothing("admin.token"),
+    nothing("admin.token_file"),
     value(
         "upstream.connect_timeout",
         "5s",

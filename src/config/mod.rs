@@ -17,7 +17,7 @@ mod vars;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,6 +94,36 @@ pub struct Server {
     /// `workers`, default [`defaults::workers`], the number of CPUs. Proxy threads, each with its
     /// own event loop and its own pool of connections to Coupa (restart to change).
     pub workers: usize,
+    /// `trusted_proxies`: the load balancers and proxies whose word on the client address
+    /// (`X-Forwarded-For`, `Forwarded`, a PROXY protocol header) is believed. Empty by default:
+    /// the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
+    /// `proxy_protocol`, default [`defaults::PROXY_PROTOCOL`]: every connection to the proxy
+    /// listener starts with a PROXY protocol (v1 or v2) header naming the client.
+    pub proxy_protocol: bool,
+}
+
+/// `server.trusted_proxies`: networks whose claims about the client address are believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// The networks, as configured (each truncated to its prefix).
+    pub fn new(nets: Vec<ipnet::IpNet>) -> Self {
+        Self(nets)
+    }
+
+    /// True when no proxy is trusted (the default): the TCP peer is the client.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// True when `ip` (an IPv4-mapped IPv6 address counts as its IPv4 one) is in the list.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// `[server.tls]`
@@ -140,6 +170,21 @@ pub struct RateLimit {
 pub struct Admin {
     /// `listen`, default [`defaults::ADMIN_LISTEN`].
     pub listen: SocketAddr,
+    /// `token` or `token_file`: when set, every admin endpoint but `/healthz` and `/readyz`
+    /// requires `Authorization: Bearer <token>`.
+    pub token: Option<AdminToken>,
+}
+
+/// `admin.token` / `admin.token_file`.
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    /// The token, for the CLI's own requests (`report`).
+    pub secret: SecretString,
+    /// Its SHA-256: requests are compared by digest, in constant time and without revealing
+    /// the token's length.
+    pub sha256: [u8; 32],
+    /// The resolved `token_file`, if the token came from one (watched for changes).
+    pub file: Option<PathBuf>,
 }
 
 /// `[upstream]`
@@ -412,6 +457,16 @@ fn render_problems(file: Option<&Path>, problems: &[String]) -> String {
         .unwrap_or_default();
     let lines: Vec<String> = problems.iter().map(|p| format!("{prefix}{p}")).collect();
     lines.join("\n")
+}
+
+/// A JSON Schema (draft 2020-12) of `proxy.toml`, derived from the types the file is read
+/// into, so it accepts exactly the keys the parser does (`coupa-gateway schema`; editors such
+/// as taplo read it through the file's `#:schema` line).
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(RawConfig);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema is JSON");
+    text.push('\n');
+    text
 }
 
 impl Config {

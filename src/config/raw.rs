@@ -3,12 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 // No `Debug` derive on purpose: `RawClient` holds the secret as a plain String.
 
-#[derive(Deserialize, Default)]
+/// `proxy.toml`, the coupa-gateway configuration. Every key, its default and meaning:
+/// docs/configuration.md. `coupa-gateway check` validates a file completely (this schema only
+/// its shape).
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "coupa-gateway proxy.toml")]
 pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) server: RawServer,
@@ -33,7 +38,7 @@ pub(super) struct RawConfig {
     pub(super) state: Option<RawState>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
     pub(super) path: Option<String>,
@@ -43,14 +48,14 @@ pub(super) struct RawState {
     pub(super) replicas: Option<i64>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
     pub(super) format: Option<String>,
     pub(super) access: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawScopeRule {
     pub(super) path: Option<String>,
@@ -59,7 +64,7 @@ pub(super) struct RawScopeRule {
     pub(super) scopes: Option<Vec<String>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub(super) listen: Option<String>,
@@ -75,9 +80,11 @@ pub(super) struct RawServer {
     pub(super) retry_body_limit: Option<RawSize>,
     pub(super) tls: Option<RawServerTls>,
     pub(super) workers: Option<usize>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) proxy_protocol: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServerTls {
     pub(super) cert: Option<String>,
@@ -85,14 +92,14 @@ pub(super) struct RawServerTls {
 }
 
 /// A byte size: a number, or a string with a unit ("64KiB", "250MB").
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, JsonSchema)]
 #[serde(untagged)]
 pub(super) enum RawSize {
     Bytes(u64),
     Text(String),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRateLimit {
     pub(super) enabled: Option<bool>,
@@ -101,13 +108,15 @@ pub(super) struct RawRateLimit {
     pub(super) max_queue_wait: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) listen: Option<String>,
+    pub(super) token: Option<String>,
+    pub(super) token_file: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub(super) connect_timeout: Option<String>,
@@ -121,7 +130,7 @@ pub(super) struct RawUpstream {
 // Required keys are `Option` too so that a missing one is reported with its key path alongside
 // every other problem, rather than aborting deserialisation.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInstance {
     pub(super) url: Option<String>,
@@ -130,7 +139,7 @@ pub(super) struct RawInstance {
     pub(super) rate_limit: Option<RawRateLimit>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawClient {
     pub(super) instance: Option<String>,
@@ -142,7 +151,7 @@ pub(super) struct RawClient {
     pub(super) token_warmup: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub(super) prefix: Option<String>,
@@ -158,7 +167,7 @@ pub(super) struct RawRoute {
     pub(super) shadow_sample: Option<f64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIntegration {
     pub(super) name: Option<String>,
@@ -168,7 +177,7 @@ pub(super) struct RawIntegration {
     pub(super) weight: Option<i64>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMigration {
     pub(super) revoke_after: Option<String>,

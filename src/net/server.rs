@@ -9,6 +9,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::Ordering;
+use tower::ServiceExt as _;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,7 +23,8 @@ use crate::migration::Tracker;
 use crate::net::bounds::{IdleGoaway, StreamExecutor};
 use crate::net::conn::{ActiveRequest, ConnLimits, ConnState, LenientTargets};
 use crate::net::drain::{Drain, Watcher};
-use crate::ops::admin;
+use crate::net::proxy_protocol;
+use crate::ops::admin_stack;
 use crate::ops::metrics::Metrics;
 use crate::proxy::{self, ConnInfo};
 use crate::runtime::reload;
@@ -147,6 +149,9 @@ impl Gateway {
             tokio::spawn(ledger.run(tracker)),
         ];
         tracing::info!(%addr, %admin_addr, workers = worker_count, "coupa-gateway listening");
+        if !admin_addr.ip().is_loopback() && shared.runtime.load().config.admin.token.is_none() {
+            tracing::warn!(%admin_addr, "the admin listener is reachable from the network and admin.token is not set: /status and /metrics are open to anyone who can connect");
+        }
         Ok(Gateway {
             shared,
             addr,
@@ -508,11 +513,15 @@ impl Worker {
             // Taken per connection from the current snapshot, so a reload that renews the
             // certificate or turns TLS on or off applies to the next connection (the listening
             // socket itself never changes).
-            let (acceptor, limits) = {
+            let (acceptor, limits, proxy_protocol) = {
                 let runtime = self.shared.runtime.load();
+                let server = &runtime.config.server;
                 (
                     runtime.tls_acceptor.clone(),
-                    builder.limits(&runtime.config.server),
+                    builder.limits(server),
+                    server
+                        .proxy_protocol
+                        .then(|| server.trusted_proxies.clone()),
                 )
             };
             let shared = self.shared.clone();
@@ -520,6 +529,19 @@ impl Worker {
             let watcher = drain.watcher();
             connections.spawn(async move {
                 let _open = open;
+                let mut stream = stream;
+                // Before TLS: the balancer's header precedes the client's first byte.
+                let peer = match proxy_protocol {
+                    None => peer,
+                    Some(trusted) => {
+                        match proxy_protocol::accept(&mut stream, peer, &trusted, limits.header)
+                            .await
+                        {
+                            Some(client) => client,
+                            None => return,
+                        }
+                    }
+                };
                 match acceptor {
                     None => {
                         let conn = ConnInfo::new(peer, worker);
@@ -649,10 +671,11 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let state = Arc::new(ConnState::default());
             let in_flight = state.clone();
+            let stack = admin_stack::service(shared);
             let svc = service_fn(move |req| {
                 // Admin answers are built whole, so the handler's lifetime is the request's.
                 let active = ActiveRequest::enter(in_flight.clone());
-                let answer = admin::handle(shared.clone(), req);
+                let answer = stack.clone().oneshot(req);
                 async move {
                     let answer = answer.await;
                     drop(active);

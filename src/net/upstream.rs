@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Request;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config;
 use crate::net::bounds::RequestBody;
 use crate::net::egress::{ProxyConnector, ProxyRules};
+use crate::net::pooled::Tracking;
 
 /// The caller's request body on its way to Coupa: bounded in time (`server.body_timeout`)
 /// and size (the route's `max_body_bytes`).
@@ -24,8 +26,28 @@ pub type CallerBody = Limited<RequestBody<Incoming>>;
 /// replayed after a 401.
 pub type UpstreamBody = Either<CallerBody, Full<Bytes>>;
 
-/// The upstream client type.
-pub type UpstreamClient = Client<HttpsConnector<ProxyConnector>, UpstreamBody>;
+type Pool = Client<Tracking<HttpsConnector<ProxyConnector>>, UpstreamBody>;
+
+/// One proxy worker's way to Coupa: the pool, and a client that never reuses a connection,
+/// for the one retry after the keep-alive race ([`crate::net::pooled`]): a second pooled
+/// connection might have been closed by the same idle pause.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    pooled: Pool,
+    fresh: Pool,
+}
+
+impl UpstreamClient {
+    /// Sends `req` on a pooled connection (or a new one when none is idle).
+    pub fn request(&self, req: Request<UpstreamBody>) -> ResponseFuture {
+        self.pooled.request(req)
+    }
+
+    /// Sends `req` on a new connection, closed after the exchange.
+    pub fn request_fresh(&self, req: Request<UpstreamBody>) -> ResponseFuture {
+        self.fresh.request(req)
+    }
+}
 
 /// What the outbound clients are made of: `[upstream]` as configured, the extra CA file's
 /// content and the proxy rules it resolved to (the environment included). Two equal values
@@ -89,12 +111,19 @@ pub fn client(
         .https_or_http()
         .enable_http1()
         .wrap_connector(egress);
-    Client::builder(TokioExecutor::new())
+    let https = Tracking::new(https);
+    let pooled = Client::builder(TokioExecutor::new())
         // Below the 60–75 s keep-alive of common load balancers, so the pool drops a connection
         // before the far end does and we avoid "connection closed before message completed".
+        // Shorter keep-alives are learnt per connection from `Keep-Alive: timeout` (pooled.rs).
         .pool_idle_timeout(cfg.pool_idle_timeout)
         .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(https)
+        .build(https.clone());
+    let fresh = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .timer(TokioTimer::new())
+        .build(https);
+    UpstreamClient { pooled, fresh }
 }

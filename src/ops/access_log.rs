@@ -21,6 +21,8 @@ use crate::migration::discovered::FINGERPRINT_LEN;
 pub struct AccessRecord {
     /// `X-Request-Id`.
     pub request_id: HeaderValue,
+    /// The trace id of the caller's W3C `traceparent`, to find the request in its traces.
+    pub trace_id: Option<[u8; 32]>,
     /// The integration's name, or `anonymous`.
     pub integration: String,
     /// The peer's address.
@@ -61,9 +63,15 @@ impl AccessRecord {
             .key
             .as_ref()
             .map(|k| std::str::from_utf8(k).unwrap_or("-"));
+        // Validated as lowercase hex: no escaping needed.
+        let trace_id = self
+            .trace_id
+            .as_ref()
+            .and_then(|t| std::str::from_utf8(t).ok());
         tracing::info!(
             target: "access",
             request_id = %field(self.request_id.to_str().unwrap_or("-")),
+            trace_id = trace_id.map(tracing::field::display),
             integration = %field(&self.integration),
             peer = %field(peer.as_str()),
             key = key.map(|text| tracing::field::display(field(text))),
@@ -81,6 +89,28 @@ impl AccessRecord {
             complete,
         );
     }
+}
+
+/// The trace id of a W3C Trace Context `traceparent` header
+/// (`00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01`): 32 lowercase hex digits, not
+/// all zero, under a version other than `ff` (W3C Trace Context §3.2). Anything else is not a
+/// trace id and is left out rather than logged.
+pub fn trace_id(headers: &http::HeaderMap) -> Option<[u8; 32]> {
+    let value = headers.get("traceparent")?.as_bytes();
+    let (version, rest) = value.split_first_chunk::<3>()?;
+    let hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    if !version[..2].iter().all(hex) || &version[..2] == b"ff" || version[2] != b'-' {
+        return None;
+    }
+    let (id, rest) = rest.split_first_chunk::<32>()?;
+    // Version 00 is exactly 55 bytes; later versions may append fields after a '-'.
+    if !id.iter().all(hex) || id.iter().all(|&b| b == b'0') || rest.first() != Some(&b'-') {
+        return None;
+    }
+    if &version[..2] == b"00" && value.len() != 55 {
+        return None;
+    }
+    Some(*id)
 }
 
 /// Does the current subscriber format fields as JSON? Its encoder escapes strings itself, so
@@ -180,6 +210,35 @@ pub fn redact_query(path: &str, query: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_come_from_valid_traceparents_only() {
+        let id = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("traceparent", HeaderValue::from_str(v).unwrap());
+            trace_id(&h).map(|t| String::from_utf8(t.to_vec()).unwrap())
+        };
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            id(good).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        // A later version may add fields.
+        let v1 = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+        assert!(id(v1).is_some());
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e47-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736x",
+            "zz",
+            "",
+        ] {
+            assert_eq!(id(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn text_fields_are_one_token_of_printable_ascii() {

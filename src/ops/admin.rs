@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::migration;
 use crate::ops::metrics::escape;
 use crate::ops::status_page;
+use crate::ops::telemetry;
 use crate::runtime::Shared;
 
 /// Serves one admin request.
@@ -24,20 +25,23 @@ pub async fn handle<B>(
     shared: Arc<Shared>,
     req: Request<B>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path() == "/ledger/forget" {
-        return Ok(forget(&shared, &req).await);
+    // Only the head is needed; the body type need not outlive the awaits below (Send).
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    drop(req);
+    if uri.path() == "/ledger/forget" {
+        return Ok(forget(&shared, &method, &uri).await);
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    if method != Method::GET && method != Method::HEAD {
         return Ok(json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method_not_allowed", "message": "the admin endpoints are read-only; use GET"}),
         ));
     }
-    let resp = match req.uri().path() {
+    let resp = match uri.path() {
         "/healthz" => json_response(StatusCode::OK, &json!({"status": "ok"})),
         "/readyz" => readyz(&shared),
         "/metrics" => {
-            let mut resp = Response::new(Full::new(Bytes::from(metrics(&shared))));
+            let mut resp = Response::new(Full::new(Bytes::from(metrics(&shared).await)));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -58,14 +62,14 @@ pub async fn handle<B>(
 }
 
 /// `POST /ledger/forget?integration=NAME`: drops a removed or renamed integration's history.
-async fn forget<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
-    if req.method() != Method::POST {
+async fn forget(shared: &Shared, method: &Method, uri: &http::Uri) -> Response<Full<Bytes>> {
+    if *method != Method::POST {
         return json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method_not_allowed", "message": "use POST /ledger/forget?integration=NAME"}),
         );
     }
-    let name = req.uri().query().and_then(|q| {
+    let name = uri.query().and_then(|q| {
         q.split('&')
             .find_map(|p| p.strip_prefix("integration="))
             .filter(|n| !n.is_empty())
@@ -302,7 +306,7 @@ fn reload_status(shared: &Shared) -> Value {
 }
 
 /// The Prometheus text exposition.
-pub fn metrics(shared: &Shared) -> String {
+pub async fn metrics(shared: &Shared) -> String {
     let runtime = shared.runtime.load();
     let now = Instant::now();
     let mut out = String::with_capacity(4096);
@@ -395,5 +399,10 @@ pub fn metrics(shared: &Shared) -> String {
         "coupa_gateway_uptime_seconds {}",
         shared.started.elapsed().as_secs()
     );
+    telemetry::render_token_durations(&mut out, runtime.tokens.iter());
+    let ledger = shared.ledger.view(&shared.tracker).await;
+    telemetry::render_verdicts(&mut out, &runtime.config, &ledger);
+    telemetry::render_build_info(&mut out);
+    telemetry::render_process(&mut out, SystemTime::now() - shared.started.elapsed());
     out
 }

@@ -25,8 +25,7 @@ impl StatusCounters {
     /// Counts one response with `status`.
     #[inline]
     pub fn record(&self, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.0[class].fetch_add(1, Ordering::Relaxed);
+        self.0[status_index(status)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// `(label, count)` per class.
@@ -62,7 +61,9 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    /// Writes the histogram's `_bucket`, `_sum` and `_count` lines for `labels`
+    /// (`route="/prod"`).
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
@@ -76,15 +77,74 @@ impl Histogram {
     }
 }
 
+/// Response counts and durations by status class.
+#[derive(Debug, Default)]
+pub struct Responses {
+    /// Responses by status class.
+    pub counts: StatusCounters,
+    /// Time from the request head to the response head, by status class (index: class - 1).
+    pub durations: [Histogram; 5],
+}
+
+impl Responses {
+    /// Counts one response with `status`, `took` after its request arrived.
+    #[inline]
+    pub fn record(&self, status: u16, took: Duration) {
+        self.counts.record(status);
+        self.durations[status_index(status)].observe(took);
+    }
+
+    /// `(label, count)` per class.
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
+        self.counts.snapshot()
+    }
+
+    fn render_durations(&self, out: &mut String, route: &str) {
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+        for (class, h) in CLASSES.iter().zip(&self.durations) {
+            // A class appears once it has been seen, like a label set of a client library.
+            if h.count() > 0 {
+                let labels = format!("route=\"{route}\",class=\"{class}\"");
+                h.render(out, "coupa_gateway_request_duration_seconds", &labels);
+            }
+        }
+    }
+}
+
+#[inline]
+fn status_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
 /// Everything recorded for one route.
 #[derive(Debug)]
 pub struct RouteMetrics {
     /// The route's prefix (the `route` label).
     pub prefix: String,
-    /// Responses by status class, the gateway's own error answers included.
-    pub responses: StatusCounters,
+    /// Responses by status class and their durations, the gateway's own error answers
+    /// included.
+    pub responses: Responses,
     /// Time from sending upstream to Coupa's response head.
     pub upstream_latency: Histogram,
+    /// Requests sent again on a new connection after the keep-alive race.
+    pub upstream_retries: Counter,
+}
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn record(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// All metrics of one gateway process. Route entries are keyed by prefix and survive reloads,
@@ -92,7 +152,7 @@ pub struct RouteMetrics {
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Requests that matched no route or were rejected before routing (bad path).
-    pub unrouted: StatusCounters,
+    pub unrouted: Responses,
     routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
 }
 
@@ -106,8 +166,9 @@ impl Metrics {
             .or_insert_with(|| {
                 Arc::new(RouteMetrics {
                     prefix: prefix.to_string(),
-                    responses: StatusCounters::default(),
+                    responses: Responses::default(),
                     upstream_latency: Histogram::default(),
+                    upstream_retries: Counter::default(),
                 })
             })
             .clone()
@@ -127,7 +188,7 @@ impl Metrics {
         );
         out.push_str("# TYPE coupa_gateway_requests_total counter\n");
         for r in &routes {
-            for (class, n) in r.responses.snapshot() {
+            for (class, n) in r.responses.counts.snapshot() {
                 let _ = writeln!(
                     out,
                     "coupa_gateway_requests_total{{route=\"{}\",class=\"{class}\"}} {n}",
@@ -135,10 +196,26 @@ impl Metrics {
                 );
             }
         }
-        for (class, n) in self.unrouted.snapshot() {
+        for (class, n) in self.unrouted.counts.snapshot() {
             let _ = writeln!(
                 out,
                 "coupa_gateway_requests_total{{route=\"\",class=\"{class}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP coupa_gateway_request_duration_seconds Time from a request's head to its response head, the gateway's own answers included, by route and status class.\n");
+        out.push_str("# TYPE coupa_gateway_request_duration_seconds histogram\n");
+        for r in &routes {
+            r.responses.render_durations(out, &escape(&r.prefix));
+        }
+        self.unrouted.render_durations(out, "");
+        out.push_str("# HELP coupa_gateway_upstream_retries_total Requests sent again on a new connection because the pooled one had been closed by Coupa's side (keep-alive race).\n");
+        out.push_str("# TYPE coupa_gateway_upstream_retries_total counter\n");
+        for r in &routes {
+            let _ = writeln!(
+                out,
+                "coupa_gateway_upstream_retries_total{{route=\"{}\"}} {}",
+                escape(&r.prefix),
+                r.upstream_retries.get()
             );
         }
         out.push_str("# HELP coupa_gateway_upstream_latency_seconds Time from forwarding a request to Coupa's response head.\n");
@@ -166,13 +243,13 @@ mod tests {
     fn status_classes_and_cumulative_buckets() {
         let m = Metrics::default();
         let r = m.route("/prod");
-        r.responses.record(200);
-        r.responses.record(204);
-        r.responses.record(503);
+        r.responses.record(200, Duration::from_millis(2));
+        r.responses.record(204, Duration::from_millis(20));
+        r.responses.record(503, Duration::from_secs(2));
         r.upstream_latency.observe(Duration::from_millis(3));
         r.upstream_latency.observe(Duration::from_millis(700));
         r.upstream_latency.observe(Duration::from_secs(1000));
-        m.unrouted.record(404);
+        m.unrouted.record(404, Duration::from_millis(1));
         let mut out = String::new();
         m.render_requests(&mut out);
         assert!(out.contains("coupa_gateway_requests_total{route=\"/prod\",class=\"2xx\"} 2"));
@@ -184,6 +261,19 @@ mod tests {
         assert!(out.contains("le=\"300\"} 2\n"));
         assert!(out.contains("le=\"+Inf\"} 3\n"));
         assert!(out.contains("coupa_gateway_upstream_latency_seconds_count{route=\"/prod\"} 3"));
+        assert!(out.contains(
+            "coupa_gateway_request_duration_seconds_bucket{route=\"/prod\",class=\"2xx\",le=\"0.005\"} 1\n"
+        ));
+        assert!(out.contains(
+            "coupa_gateway_request_duration_seconds_count{route=\"/prod\",class=\"5xx\"} 1\n"
+        ));
+        assert!(out.contains(
+            "coupa_gateway_request_duration_seconds_count{route=\"\",class=\"4xx\"} 1\n"
+        ));
+        assert!(
+            !out.contains("class=\"3xx\",le="),
+            "unseen classes have no series"
+        );
         // The same prefix maps to the same counters (reloads keep counting).
         assert_eq!(m.route("/prod").upstream_latency.count(), 3);
     }

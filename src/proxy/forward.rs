@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use super::{headers, Body, ConnInfo, ProxyError, REQUEST_ID};
 use crate::errors;
 use crate::net::bounds::BodyTimeout;
+use crate::net::pooled::StaleConnection;
 use crate::net::upstream;
 use crate::runtime::RouteTarget;
 use crate::token::TokenCell;
@@ -82,13 +83,14 @@ impl Forward<'_> {
             }
             Prepared::Replayable(bytes) => {
                 // The caller's head stays as it came: a replay is built from it again.
-                let request = self.prepare(
-                    &parts,
-                    path_and_query.clone(),
-                    Some(&bearer.header),
-                    Either::Right(Full::new(bytes.clone())),
-                )?;
-                let resp = self.dispatch(request).await?;
+                let resp = self
+                    .buffered(
+                        &parts,
+                        path_and_query.clone(),
+                        Some(&bearer.header),
+                        bytes.clone(),
+                    )
+                    .await?;
                 if resp.status() != StatusCode::UNAUTHORIZED {
                     return Ok(self.finish(resp));
                 }
@@ -98,14 +100,10 @@ impl Forward<'_> {
                 };
                 cell.unauthorized_replayed.fetch_add(1, Ordering::Relaxed);
                 drop(resp);
-                let again = self.prepare(
-                    &parts,
-                    path_and_query,
-                    Some(&next.header),
-                    Either::Right(Full::new(bytes)),
-                )?;
                 // One replay, whatever it answers: never loop.
-                let resp = self.dispatch(again).await?;
+                let resp = self
+                    .buffered(&parts, path_and_query, Some(&next.header), bytes)
+                    .await?;
                 Ok(self.finish(resp))
             }
         }
@@ -147,14 +145,63 @@ impl Forward<'_> {
         Ok(request)
     }
 
-    /// Sends to Coupa and waits for the response head, within the route's timeout.
-    pub(super) async fn dispatch(
+    /// Sends a request whose body is in `body` (buffered, or empty), and sends it once more
+    /// on a new connection when the pooled connection it went out on turns out to have been
+    /// closed by Coupa's side before answering (the keep-alive race, [`upstream_race`]). A
+    /// streamed body cannot be sent twice, so [`Self::dispatch`] never retries; a failure on a
+    /// new connection is not the race and is not retried either.
+    pub(super) async fn buffered(
+        &self,
+        caller: &http::request::Parts,
+        path_and_query: Bytes,
+        bearer: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let request = self.prepare(
+            caller,
+            path_and_query.clone(),
+            bearer,
+            Either::Right(Full::new(body.clone())),
+        )?;
+        match self.send(request, false).await {
+            Err(ProxyError::Upstream(e)) if upstream_race(&e) => {
+                self.route.metrics.upstream_retries.record();
+                let again = self.prepare(
+                    caller,
+                    path_and_query,
+                    bearer,
+                    Either::Right(Full::new(body)),
+                )?;
+                self.send(again, true).await
+            }
+            other => other,
+        }
+    }
+
+    /// Sends to Coupa on a pooled connection and waits for the response head, within the
+    /// route's timeout. (PERF: not an `async fn` around `send`, whose state machine would nest
+    /// the whole exchange's in one more layer.)
+    pub(super) fn dispatch(
         &self,
         request: Request<upstream::UpstreamBody>,
+    ) -> impl std::future::Future<Output = Result<Response<Incoming>, ProxyError>> + '_ {
+        self.send(request, false)
+    }
+
+    /// Sends on a pooled connection, or on a new unpooled one (`fresh`).
+    async fn send(
+        &self,
+        request: Request<upstream::UpstreamBody>,
+        fresh: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
         let route = self.route;
         let sent = Instant::now();
-        let result = tokio::time::timeout(route.timeout, self.client.request(request)).await;
+        let response = if fresh {
+            self.client.request_fresh(request)
+        } else {
+            self.client.request(request)
+        };
+        let result = tokio::time::timeout(route.timeout, response).await;
         let resp = match result {
             Err(_elapsed) => return Err(ProxyError::UpstreamTimeout),
             Ok(Err(e)) if errors::is_caused_by::<LengthLimitError>(&e) => {
@@ -253,6 +300,12 @@ pub(super) fn upstream_path_and_query(
         buf.put_slice(q.as_bytes());
     }
     buf.freeze()
+}
+
+/// The request went out on a reused pooled connection that Coupa's side had closed: nothing
+/// of it was answered, so it may be sent again.
+fn upstream_race(e: &hyper_util::client::legacy::Error) -> bool {
+    errors::is_caused_by::<StaleConnection>(e)
 }
 
 /// A connect that timed out is a timeout (504, like nginx), not an unreachable host (502).

@@ -7,6 +7,7 @@
 
 mod admission;
 mod body;
+pub mod client_addr;
 mod error;
 mod forward;
 pub mod headers;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::header::HeaderValue;
 use http::uri::Uri;
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::{Either, Limited};
 use hyper::body::Incoming;
 
@@ -39,16 +41,17 @@ use crate::migration::identity::{self, Caller};
 use crate::migration::{Observation, ANONYMOUS};
 use crate::net::bounds::RequestBody;
 use crate::net::conn::{ActiveRequest, ConnState};
-use crate::ops::access_log::{redact_query, AccessRecord};
+use crate::ops::access_log::{self, redact_query, AccessRecord};
 use crate::runtime::Shared;
 use forward::Forward;
 
 /// Per-connection constants, built once when the connection is accepted.
 #[derive(Debug)]
 pub struct ConnInfo {
-    /// The peer's address (integrations may be recognised by it).
+    /// The peer's address: the TCP peer's, or the one its PROXY protocol header named. The
+    /// client's unless the peer is a trusted proxy ([`client_addr`]).
     pub peer: IpAddr,
-    /// The peer's IP as a header value, for `X-Forwarded-For`.
+    /// The peer's IP as a header value, appended to `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: HeaderValue,
@@ -98,11 +101,20 @@ pub async fn handle(
     // held across yield points). A reload during the request does not affect it.
     let runtime = shared.runtime.load_full();
     let started = Instant::now();
+    // Behind a trusted balancer, the client it forwards for (`allow_ips`, logs, the ledger).
+    let client = client_addr::client(
+        &runtime.config.server.trusted_proxies,
+        conn.peer,
+        req.headers(),
+    );
     // Captured only when an access line will be written (PERF: the common no-log case pays
     // this one check).
     let log = (runtime.config.log.access
         && tracing::enabled!(target: "access", tracing::Level::INFO))
-    .then(|| (req.method().clone(), req.uri().clone()));
+    .then(|| {
+        let trace_id = access_log::trace_id(req.headers());
+        (req.method().clone(), req.uri().clone(), trace_id)
+    });
 
     // 1. Refuse what must never reach Coupa, then route by prefix.
     let keys = headers::legacy_key(req.headers());
@@ -111,7 +123,7 @@ pub async fn handle(
         .or_else(|| found.is_none().then_some(ProxyError::NoRoute));
     if let Some(error) = refused {
         return Ok(
-            unrouted(&shared, &conn, error, &request_id, log, started).map(|b| b.holding(active))
+            unrouted(&shared, client, error, &request_id, log, started).map(|b| b.holding(active))
         );
     }
     let found = found.expect("no refusal means a route matched");
@@ -120,7 +132,7 @@ pub async fn handle(
     // 2. Identify the caller by the one legacy key (or its address).
     let key = keys.single();
     let legacy_key = key.is_some();
-    let caller = identity::identify(&runtime.integrations, key, conn.peer);
+    let caller = identity::identify(&runtime.integrations, key, client);
     let (caller_name, weight, usage) = match &caller {
         Caller::Known(g) | Caller::WrongAddress(g) => {
             (g.name.as_str(), g.weight, &g.usage[route.index])
@@ -190,6 +202,12 @@ pub async fn handle(
                 server.retry_body_limit,
             )
             .await
+        } else if body.is_end_stream() {
+            // Nothing to stream: the request can be sent again after the keep-alive race.
+            let resp = ctx
+                .buffered(&parts, upstream_pq, None, bytes::Bytes::new())
+                .await?;
+            Ok(ctx.finish(resp))
         } else {
             let request = ctx.prepare(&parts, upstream_pq, None, Either::Left(body))?;
             let resp = ctx.dispatch(request).await?;
@@ -220,12 +238,13 @@ pub async fn handle(
         _ => None,
     };
     let resp = match log {
-        Some((method, uri)) => {
+        Some((method, uri, trace_id)) => {
             let upstream = ctx.upstream_micros.load(Ordering::Relaxed);
             let record = AccessRecord {
                 request_id: request_id.clone(),
+                trace_id,
                 integration: caller_name.to_owned(),
-                peer: conn.peer,
+                peer: client,
                 key: unknown_key.map(discovered::fingerprint),
                 route: route.prefix.clone(),
                 instance: route.instance.name.clone(),
@@ -242,7 +261,7 @@ pub async fn handle(
         }
         None => resp,
     };
-    route.metrics.responses.record(status);
+    route.metrics.responses.record(status, started.elapsed());
     let at = SystemTime::now();
     usage
         .lock()
@@ -261,7 +280,7 @@ pub async fn handle(
                 digest,
                 route: &route.prefix,
                 status,
-                peer: conn.peer,
+                peer: client,
                 user_agent: unknown_agent.as_ref().map(HeaderValue::as_bytes),
                 at,
             },
@@ -280,22 +299,23 @@ fn discover(shared: &Shared, sighting: &Sighting<'_>) {
 #[cold]
 fn unrouted(
     shared: &Shared,
-    conn: &ConnInfo,
+    client: IpAddr,
     error: ProxyError,
     request_id: &HeaderValue,
-    log: Option<(http::Method, Uri)>,
+    log: Option<(http::Method, Uri, Option<[u8; 32]>)>,
     started: Instant,
 ) -> Response<Body> {
     let status = error.status().as_u16();
-    shared.metrics.unrouted.record(status);
+    shared.metrics.unrouted.record(status, started.elapsed());
     let code = error.code();
     let resp = error.into_response(request_id, ANONYMOUS);
     match log {
-        Some((method, uri)) => resp.map(|b| {
+        Some((method, uri, trace_id)) => resp.map(|b| {
             b.logged(AccessRecord {
                 request_id: request_id.clone(),
+                trace_id,
                 integration: ANONYMOUS.to_owned(),
-                peer: conn.peer,
+                peer: client,
                 key: None,
                 route: String::new(),
                 instance: String::new(),

@@ -44,6 +44,11 @@ fn refused(shared: &Shared, message: &str) {
     status.at = Some(SystemTime::now());
     status.error = Some(message.to_owned());
     status.refused += 1;
+    drop(status);
+    #[cfg(unix)]
+    crate::ops::sd_notify::notify(
+        "STATUS=configuration reload refused; the previous configuration stays in force",
+    );
 }
 
 /// Applies a validated configuration. New or changed clients get their first token before the
@@ -156,6 +161,12 @@ pub async fn apply(shared: &Shared, mut config: Config) -> Result<Applied, Strin
     status.error = None;
     status.restart_required = applied.restart_required.clone();
     status.applied += 1;
+    drop(status);
+    // Every client of the new configuration holds a token (it was minted above).
+    #[cfg(unix)]
+    crate::ops::sd_notify::notify(
+        "READY=1\nSTATUS=configuration reloaded; every client holds a token",
+    );
     Ok(applied)
 }
 
@@ -185,6 +196,7 @@ fn watched_files(shared: &Shared) -> Vec<PathBuf> {
         .iter()
         .flat_map(|t| [t.cert.clone(), t.key.clone()]);
     secrets
+        .chain(config.admin.token.as_ref().and_then(|t| t.file.clone()))
         .chain(tls)
         .chain(config.upstream.ca_file.clone())
         .collect()

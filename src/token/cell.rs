@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use super::{FailureKind, Minted, TokenError, TokenRequest};
 use crate::config;
+use crate::ops::metrics::Histogram;
 
 /// A token ready for the request path.
 pub struct Token {
@@ -157,6 +158,8 @@ pub struct TokenCell {
     pub refreshes_ok: AtomicU64,
     /// Failed refreshes, for `/metrics`.
     pub refreshes_failed: AtomicU64,
+    /// How long token requests took: `[success, failure]`.
+    pub request_durations: [Histogram; 2],
     /// Coupa 401s answered by replaying the request with a new token.
     pub unauthorized_replayed: AtomicU64,
     /// Coupa 401s passed to the caller (body not replayable, or no new token in time).
@@ -194,6 +197,7 @@ impl TokenCell {
             nudge: Arc::new(Notify::new()),
             refreshes_ok: AtomicU64::new(0),
             refreshes_failed: AtomicU64::new(0),
+            request_durations: Default::default(),
             unauthorized_replayed: AtomicU64::new(0),
             unauthorized_passed: AtomicU64::new(0),
             generations: tokio::sync::watch::Sender::new(0),

@@ -77,10 +77,12 @@ pub(super) async fn refresher(cell: Weak<TokenCell>, nudge: Arc<Notify>, http: r
             }
         }
         let Some(this) = cell.upgrade() else { return };
+        let started = Instant::now();
         let result = fetch(&http, &this.request).await.and_then(|m| {
             let token = Token::from_minted(&m)?;
             Ok((m, token))
         });
+        this.request_durations[usize::from(result.is_err())].observe(started.elapsed());
         match result {
             Ok((minted, token)) => {
                 this.refreshes_ok.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +189,9 @@ impl TokenCell {
     /// prefer), without starting the refresher. Used by reload, which must not publish a new
     /// client until it holds a token. Returns when the token was requested.
     pub async fn prime(&self, http: &reqwest::Client) -> Result<Instant, TokenError> {
+        let started = Instant::now();
         let minted = fetch(http, &self.request).await;
+        self.request_durations[usize::from(minted.is_err())].observe(started.elapsed());
         let minted = match minted {
             Ok(m) => m,
             Err(e) => {

@@ -30,6 +30,7 @@ pub struct GatewayToml {
     server_tls_cert: Option<PathBuf>,
     server_tls_key: Option<PathBuf>,
     admin_listen: String,
+    admin: Vec<String>,
     instances: Vec<InstanceToml>,
     clients: Vec<ClientToml>,
     routes: Vec<RouteToml>,
@@ -52,6 +53,7 @@ impl GatewayToml {
             server_tls_cert: None,
             server_tls_key: None,
             admin_listen: "127.0.0.1:0".into(),
+            admin: Vec::new(),
             instances: Vec::new(),
             clients: Vec::new(),
             routes: Vec::new(),
@@ -98,6 +100,12 @@ impl GatewayToml {
     /// `[server.tls] key`.
     pub fn server_tls_key(mut self, path: &Path) -> Self {
         self.server_tls_key = Some(path.to_owned());
+        self
+    }
+
+    /// A `key = value` line for `[admin]` besides `listen`.
+    pub fn admin(mut self, line: &str) -> Self {
+        self.admin.push(line.to_owned());
         self
     }
 
@@ -211,6 +219,9 @@ impl GatewayToml {
             }
         }
         out += &format!("[admin]\nlisten = \"{}\"\n", self.admin_listen);
+        for line in &self.admin {
+            out += &format!("{line}\n");
+        }
         for i in &self.instances {
             out += &format!("[instances.{}]\nurl = \"{}\"\n", i.name, i.url);
             if let Some(token_url) = &i.token_url {

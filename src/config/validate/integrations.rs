@@ -134,7 +134,7 @@ fn parse_sha256(value: &str) -> Result<[u8; 32], String> {
 }
 
 /// A CIDR network or a single address.
-fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
+pub(super) fn parse_net(value: &str) -> Result<ipnet::IpNet, String> {
     let v = value.trim();
     v.parse::<ipnet::IpNet>()
         .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))

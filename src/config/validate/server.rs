@@ -3,7 +3,14 @@
 use super::Validator;
 use crate::config::defaults;
 use crate::config::raw::{RawAdmin, RawServer, RawServerTls};
-use crate::config::{Admin, Server, ServerTls};
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use crate::config::vars::read_secret_file;
+use crate::config::{Admin, AdminToken, Server, ServerTls, TrustedProxies};
+
+/// Shorter admin tokens can be guessed; 16 characters of `openssl rand -hex` are 64 bits.
+const MIN_ADMIN_TOKEN: usize = 16;
 
 impl Validator<'_> {
     pub(super) fn server(&mut self, raw: &RawServer) -> Server {
@@ -88,6 +95,17 @@ impl Validator<'_> {
                 Some(n) => n,
                 None => defaults::workers(),
             },
+            trusted_proxies: {
+                let mut nets = Vec::new();
+                for (i, net) in raw.trusted_proxies.iter().flatten().enumerate() {
+                    let parsed = super::integrations::parse_net(net);
+                    if let Some(net) = self.check(&format!("server.trusted_proxies[{i}]"), parsed) {
+                        nets.push(net);
+                    }
+                }
+                TrustedProxies::new(nets)
+            },
+            proxy_protocol: raw.proxy_protocol.unwrap_or(defaults::PROXY_PROTOCOL),
         }
     }
 
@@ -98,7 +116,57 @@ impl Validator<'_> {
                 raw.listen.as_deref(),
                 defaults::ADMIN_LISTEN,
             ),
+            token: self.admin_token(raw),
         }
+    }
+
+    /// `admin.token` or `admin.token_file`, with the rules of client secrets (`${VAR}`, a
+    /// file relative to the config file). Messages never show the value.
+    fn admin_token(&mut self, raw: &RawAdmin) -> Option<AdminToken> {
+        let (token, file) = match (&raw.token, &raw.token_file) {
+            (None, None) => return None,
+            (Some(_), Some(_)) => {
+                self.problem("admin", "set either token or token_file, not both");
+                return None;
+            }
+            (Some(token), None) => {
+                let token = self.expand("admin.token", token, "export it or use token_file")?;
+                (token, None)
+            }
+            (None, Some(file)) => {
+                let key = "admin.token_file";
+                let file = self.expand(key, file, "export it or write the path directly")?;
+                let path = self.base_dir.join(file);
+                let read = read_secret_file(&path);
+                let token = self.check(key, read)?.trim_end().to_owned();
+                (token, Some(path))
+            }
+        };
+        let key = if file.is_some() {
+            "admin.token_file"
+        } else {
+            "admin.token"
+        };
+        let length = token.chars().count();
+        if length < MIN_ADMIN_TOKEN {
+            self.problem(
+                key,
+                format!("the token is {length} characters long; use at least {MIN_ADMIN_TOKEN} random ones, e.g. from `openssl rand -hex 32`"),
+            );
+            return None;
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(
+                key,
+                "the token has spaces or characters that cannot be sent in an HTTP header; use printable ASCII, e.g. from `openssl rand -hex 32`",
+            );
+            return None;
+        }
+        Some(AdminToken {
+            sha256: Sha256::digest(token.as_bytes()).into(),
+            secret: SecretString::from(token),
+            file,
+        })
     }
 
     fn server_tls(&mut self, raw: &RawServerTls) -> Option<ServerTls> {
