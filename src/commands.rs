@@ -298,11 +298,7 @@ pub async fn health(target: &AdminTarget, ready: bool) -> Result<(), String> {
 
 /// `coupa-gateway report`: fetch `/status` from a running gateway and print it readably, or
 /// with `json` its integrations and unrecognised keys as one JSON document.
-pub async fn report(
-    target: &AdminTarget,
-    json: bool,
-    forget: Option<&str>,
-) -> Result<(), String> {
+pub async fn report(target: &AdminTarget, json: bool, forget: Option<&str>) -> Result<(), String> {
     if let Some(name) = forget {
         forget_integration(target, name).await?;
     }

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::migration::{self, Verdict};
-use crate::state::ledger::Ledger;
 use crate::ops::metrics::escape;
+use crate::state::ledger::Ledger;
 use crate::token::TokenCell;
 
 /// The crate version.
