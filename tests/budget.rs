@@ -73,43 +73,25 @@ async fn a_polite_integration_is_served_ahead_of_a_greedy_backlog() {
         None,
     ))
     .await;
-    let greedy = {
-        let gw_url = proxy_url(&gw, "");
-        tokio::spawn(async move {
-            let tasks: Vec<_> = (0..20)
-                .map(|_| {
-                    let url = format!("{gw_url}/prod/api/suppliers/1");
-                    tokio::spawn(async move {
-                        Http::new()
-                            .get(&url, &[("X-COUPA-API-KEY", GREEDY_KEY)])
-                            .await
-                            .status
-                    })
-                })
-                .collect();
-            let mut out = Vec::new();
-            for t in tasks {
-                out.push(t.await.unwrap());
-            }
-            out
-        })
+    // The greedy backlog (20 requests at 10/s: two seconds) is queued; then the polite one.
+    let polite = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let r = Http::new()
+            .get(
+                &proxy_url(&gw, "/prod/api/suppliers/1"),
+                &[("X-COUPA-API-KEY", POLITE_KEY)],
+            )
+            .await;
+        (r.status, started.elapsed())
     };
-    // The greedy backlog (20 requests at 10/s: two seconds) is queued; now the polite one.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = Instant::now();
-    let r = Http::new()
-        .get(
-            &proxy_url(&gw, "/prod/api/suppliers/1"),
-            &[("X-COUPA-API-KEY", POLITE_KEY)],
-        )
-        .await;
-    let waited = started.elapsed();
-    assert_eq!(r.status, StatusCode::OK);
+    let (greedy, (polite_status, waited)) = tokio::join!(burst(&gw, GREEDY_KEY, 20), polite);
+    assert_eq!(polite_status, StatusCode::OK);
     assert!(
         waited < Duration::from_millis(1000),
         "the polite request waited {waited:?} behind a backlog it did not create"
     );
-    assert!(all_ok(&greedy.await.unwrap()));
+    assert!(all_ok(&greedy));
     let s = status(&gw).await;
     let budget = &s["instances"][0]["budget"];
     assert_eq!(budget["scope"], "local");

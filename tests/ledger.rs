@@ -57,6 +57,14 @@ fn integration<'a>(status: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no integration {name} in {status:#}"))
 }
 
+fn lists(status: &Value, name: &str) -> bool {
+    status["integrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["name"] == name)
+}
+
 fn requests_2xx(status: &Value, name: &str) -> u64 {
     let g = integration(status, name);
     g["routes"]
@@ -388,39 +396,18 @@ async fn a_removed_integration_keeps_its_history_until_forgotten() {
         .unwrap()
         .replace("name = \"erp\"", "name = \"erp-v2\"");
     std::fs::write(&cfg, renamed).unwrap();
-    let s = status_when(&gw, "the rename applied", |s| {
-        s["integrations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "erp-v2")
-    })
-    .await;
+    let s = status_when(&gw, "the rename applied", |s| lists(s, "erp-v2")).await;
     assert_eq!(integration(&s, "erp")["configured"], false);
     assert_eq!(requests_2xx(&s, "erp"), 2);
 
     let text = report(&gw, &["--forget", "erp"]).await;
     assert!(!text.contains("\n  erp  "), "{text}");
     let s = gw.status().await;
-    assert!(
-        !s["integrations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "erp"),
-        "{s:#}"
-    );
+    assert!(!lists(&s, "erp"), "{s:#}");
     // Gone from the file too: a restart does not bring it back.
     gw.stop().await;
     let gw = Served::start(&cfg).await;
     let s = gw.status().await;
-    assert!(
-        !s["integrations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["name"] == "erp"),
-        "{s:#}"
-    );
+    assert!(!lists(&s, "erp"), "{s:#}");
     gw.stop().await;
 }

@@ -106,7 +106,8 @@ async fn forget(shared: &Shared, method: &Method, uri: &http::Uri) -> Response<F
     }
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+/// A small JSON answer (`no-store`).
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -153,9 +153,10 @@ fn matches(given: &[u8], expected: &[u8; 32]) -> bool {
 }
 
 fn unauthorized(message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({"error": "unauthorized", "message": message}).to_string();
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+    let mut resp = admin::json_response(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": "unauthorized", "message": message}),
+    );
     let h = resp.headers_mut();
     // Basic too, so a browser asks for the token (as the password) on the status page.
     h.insert(
@@ -165,10 +166,6 @@ fn unauthorized(message: &str) -> Response<Full<Bytes>> {
     h.append(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Basic realm=\"coupa-gateway admin\", charset=\"UTF-8\""),
-    );
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
     );
     resp
 }

@@ -22,10 +22,7 @@ pub struct FileStore {
 impl FileStore {
     /// Opens `path`, creating it (and its directory) when missing.
     pub fn open(path: &Path) -> Result<FileStore, StoreError> {
-        let fail = |source: redb::Error| StoreError::File {
-            path: path.display().to_string(),
-            source,
-        };
+        let fail = in_file(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(redb::StorageError::Io(e).into()))?;
         }
@@ -45,23 +42,11 @@ impl FileStore {
         &self.path
     }
 
-    fn fail(&self) -> impl Fn(redb::Error) -> StoreError + '_ {
-        |source| StoreError::File {
-            path: self.path.display().to_string(),
-            source,
-        }
-    }
-
     /// Adds `delta` in one transaction.
     pub async fn apply(&self, delta: &Ledger) -> Result<(), StoreError> {
         let changes = delta.changes();
-        let db = self.db.clone();
-        let path = self.path.display().to_string();
+        let (db, fail) = (self.db.clone(), in_file(&self.path));
         blocking(move || {
-            let fail = |source: redb::Error| StoreError::File {
-                path: path.clone(),
-                source,
-            };
             let txn = db.begin_write().map_err(|e| fail(e.into()))?;
             {
                 let mut table = txn.open_table(RECORDS).map_err(|e| fail(e.into()))?;
@@ -92,13 +77,8 @@ impl FileStore {
 
     /// Everything stored.
     pub async fn load(&self) -> Result<Ledger, StoreError> {
-        let db = self.db.clone();
-        let path = self.path.display().to_string();
+        let (db, fail) = (self.db.clone(), in_file(&self.path));
         blocking(move || {
-            let fail = |source: redb::Error| StoreError::File {
-                path: path.clone(),
-                source,
-            };
             let txn = db.begin_read().map_err(|e| fail(e.into()))?;
             let table = txn.open_table(RECORDS).map_err(|e| fail(e.into()))?;
             let mut records = Vec::new();
@@ -115,8 +95,7 @@ impl FileStore {
 
     /// Removes integration `name`'s record; true when there was one.
     pub async fn forget(&self, key: String) -> Result<bool, StoreError> {
-        let db = self.db.clone();
-        let fail = self.fail();
+        let (db, fail) = (self.db.clone(), in_file(&self.path));
         let result = blocking(move || {
             let txn = db.begin_write()?;
             let removed = {
@@ -129,6 +108,15 @@ impl FileStore {
         })
         .await;
         result.map_err(fail)
+    }
+}
+
+/// redb's errors, with the file they concern.
+fn in_file(path: &Path) -> impl Fn(redb::Error) -> StoreError + Send + 'static {
+    let path = path.display().to_string();
+    move |source| StoreError::File {
+        path: path.clone(),
+        source,
     }
 }
 
