@@ -47,12 +47,16 @@ pub async fn serve(path: &Path, log_format: Option<LogFormat>) -> Result<(), Str
     let config = load_and_log(path, log_format)?;
     let mut gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
     gateway.watch_config(path.to_path_buf());
+    // One signal listener for the whole run: a second one made after readiness would leave a
+    // moment in which a SIGTERM reaches no listener and is lost.
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
     tokio::select! {
         ready = gateway.wait_ready(READY_WAIT) => {
             notify_ready(ready);
-            wait_for_signal().await;
+            (&mut signal).await;
         }
-        () = wait_for_signal() => {}
+        () = &mut signal => {}
     }
     tracing::info!("signal received: shutting down gracefully");
     #[cfg(unix)]

@@ -205,7 +205,8 @@ async fn a_busy_budget_drops_shadows_and_never_delays_a_real_request() {
     }
     // Four requests at 2/s after a burst of 1: 1.5 s, shadows or not.
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(2200), "{took:?}");
+    // Were shadows spending turns, 4 requests plus up to 3 shadows would take 3 s.
+    assert!(took < Duration::from_millis(2700), "{took:?}");
     let s = shadow_when(&gw, |s| {
         s["sent"].as_u64().unwrap() + s["dropped"].as_u64().unwrap() == 4
     })

@@ -233,19 +233,28 @@ impl Watch {
     }
 }
 
-/// Reloads on every SIGHUP until the gateway is dropped.
+/// Reloads on every SIGHUP until the gateway is dropped. The handler is installed before this
+/// returns, not when the task first runs: a SIGHUP arriving in between would otherwise get
+/// the default action and end the process (a test or an operator may send one as soon as the
+/// first token is minted).
 #[cfg(unix)]
-pub async fn on_sighup(shared: Weak<Shared>, path: PathBuf) {
+pub fn on_sighup(
+    shared: Weak<Shared>,
+    path: PathBuf,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install a SIGHUP handler; reload by editing the file instead");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        let Some(shared) = shared.upgrade() else {
+    let hup = signal(SignalKind::hangup());
+    async move {
+        let Ok(mut hup) = hup else {
+            tracing::warn!("cannot install a SIGHUP handler; reload by editing the file instead");
             return;
         };
-        tracing::info!("SIGHUP: reloading configuration");
-        let _ = reload_file(&shared, &path).await;
+        while hup.recv().await.is_some() {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            tracing::info!("SIGHUP: reloading configuration");
+            let _ = reload_file(&shared, &path).await;
+        }
     }
 }
