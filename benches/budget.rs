@@ -340,6 +340,8 @@ fn nginx(mock: &MockCoupa, dir: &Path) -> Option<(Proc, String)> {
     let conf = format!(
         r#"worker_processes 1;
 daemon off;
+# One process: killing it (the bench's Proc does, on drop) leaves no orphaned worker.
+master_process off;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
 events {{ worker_connections 1024; }}
