@@ -229,3 +229,33 @@ async fn a_sample_of_a_tenth_sends_about_a_tenth() {
     // Binomial(300, 0.1): mean 30, standard deviation 5.2; 10..=55 is beyond 3.8 sigma.
     assert!((10..=55).contains(&n), "{n} shadows of 300");
 }
+
+#[tokio::test]
+async fn a_token_refused_on_the_shadow_path_is_replaced_and_nothing_is_replayed() {
+    let prod = mock("prod").await;
+    let gw =
+        ready_gateway(&gateway_toml(&prod, 1.0, &["core.supplier.read"], None).token_warmup("0s"))
+            .await;
+    let minted = prod.stats().tokens_issued;
+    prod.faults().revoke_all_tokens();
+    let r = send(&gw, Method::GET, "/prod/api/suppliers/1").await;
+    assert_eq!(r.status, StatusCode::OK, "the caller is served by its key");
+    let s = shadow_when(&gw, |s| s["sent"] == 1).await;
+    assert_eq!(s["different"]["200 -> 401"], 1, "{s:#}");
+    // The usual recovery: the rejected token is replaced...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while prod.stats().tokens_issued == minted {
+        assert!(
+            Instant::now() < deadline,
+            "the refused token was never replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and no request is sent a third time: one passthrough, one shadow.
+    let gets = prod
+        .requests()
+        .iter()
+        .filter(|r| r.target == "/api/suppliers/1")
+        .count();
+    assert_eq!(gets, 2);
+}

@@ -113,9 +113,8 @@ pub fn identify<'a>(
 
 /// The `key_sha256` line for `key`, as `coupa-gateway hash-key` prints it.
 pub fn hash_key_line(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("key_sha256 = \"{hex}\"")
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    format!("key_sha256 = \"{}\"", super::discovered::hex(&digest))
 }
 
 #[cfg(test)]
